@@ -1,0 +1,8 @@
+import ArgumentParser
+import Shared
+
+@main
+struct MusterAgent: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "muster-agent", abstract: "Muster node agent.")
+    func run() async throws { print(MusterVersion.current) }
+}

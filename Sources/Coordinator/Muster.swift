@@ -1,0 +1,8 @@
+import ArgumentParser
+import Shared
+
+@main
+struct Muster: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "muster", abstract: "Muster coordinator and admin CLI.")
+    func run() async throws { print(MusterVersion.current) }
+}

@@ -1,0 +1,30 @@
+import struct Foundation.Date
+
+/// The health report an agent sends with every heartbeat.
+public struct HealthReport: Codable, Sendable, Equatable {
+    /// 1, 5 and 15 minute load averages.
+    public var load: [Double]
+    public var memoryTotalBytes: UInt64
+    public var memoryAvailableBytes: UInt64
+    /// Disk of the agent's state directory.
+    public var diskTotalBytes: UInt64
+    public var diskFreeBytes: UInt64
+    public var uptimeSeconds: Double
+    public var agentVersion: String
+    /// The agent's clock when it made the report.
+    public var clock: Date
+
+    public init(
+        load: [Double], memoryTotalBytes: UInt64, memoryAvailableBytes: UInt64, diskTotalBytes: UInt64,
+        diskFreeBytes: UInt64, uptimeSeconds: Double, agentVersion: String, clock: Date
+    ) {
+        self.load = load
+        self.memoryTotalBytes = memoryTotalBytes
+        self.memoryAvailableBytes = memoryAvailableBytes
+        self.diskTotalBytes = diskTotalBytes
+        self.diskFreeBytes = diskFreeBytes
+        self.uptimeSeconds = uptimeSeconds
+        self.agentVersion = agentVersion
+        self.clock = clock
+    }
+}

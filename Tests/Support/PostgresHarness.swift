@@ -1,0 +1,156 @@
+import Foundation
+
+/// A real PostgreSQL server for tests.
+///
+/// If `MUSTER_TEST_DATABASE_URL` is set (scripts/test starts one throwaway cluster and exports it), tests use
+/// that server. Otherwise the first caller starts a throwaway cluster (initdb + pg_ctl, as the `postgres` OS
+/// user when running as root) that lives until the test process exits.
+/// Every test gets its own database from ``PostgresHarness/makeDatabase(prefix:)``.
+public enum PostgresHarness {
+    public struct Server: Sendable {
+        public var host: String
+        public var port: Int
+        public var user: String
+        public var password: String?
+        /// Directory holding the unix socket and data dir when we started the cluster ourselves.
+        public var ownedDirectory: String?
+
+        /// `postgres://user@host:port/database?sslmode=disable`
+        public func url(database: String) -> String {
+            let auth = password.map { "\(user):\($0)" } ?? user
+            return "postgres://\(auth)@\(host):\(port)/\(database)?sslmode=disable"
+        }
+    }
+
+    public enum HarnessError: Error, CustomStringConvertible {
+        case failed(String)
+        public var description: String {
+            switch self { case .failed(let s): "PostgresHarness: \(s)" }
+        }
+    }
+
+    private static let lock = NSLock()
+    nonisolated(unsafe) private static var cached: Server?  // guarded by `lock`
+
+    /// The shared server for this test process.
+    public static func server() throws -> Server {
+        lock.lock()
+        defer { lock.unlock() }
+        if let cached { return cached }
+        let server: Server
+        if let url = ProcessInfo.processInfo.environment["MUSTER_TEST_DATABASE_URL"], !url.isEmpty {
+            guard let comps = URLComponents(string: url), let host = comps.host else {
+                throw HarnessError.failed("MUSTER_TEST_DATABASE_URL is not a URL: \(url)")
+            }
+            server = Server(
+                host: host, port: comps.port ?? 5432, user: comps.user ?? "postgres", password: comps.password,
+                ownedDirectory: nil)
+        } else {
+            server = try startThrowaway()
+        }
+        cached = server
+        return server
+    }
+
+    /// Creates a fresh, empty database and returns its name.
+    public static func makeDatabase(prefix: String = "t") throws -> (name: String, url: String) {
+        let srv = try server()
+        let name = "\(prefix)_\(UUID().uuidString.replacingOccurrences(of: "-", with: "").prefix(12))".lowercased()
+        try psql(srv, database: "postgres", sql: "CREATE DATABASE \"\(name)\"")
+        return (name, srv.url(database: name))
+    }
+
+    /// Drops a database made by ``makeDatabase(prefix:)`` (forcing other sessions out).
+    public static func dropDatabase(_ name: String) {
+        guard let srv = try? server() else { return }
+        try? psql(srv, database: "postgres", sql: "DROP DATABASE IF EXISTS \"\(name)\" WITH (FORCE)")
+    }
+
+    /// Runs SQL through `psql` and returns its unaligned, tuples-only output.
+    @discardableResult
+    public static func psql(_ srv: Server, database: String, sql: String) throws -> String {
+        var env = ProcessInfo.processInfo.environment
+        if let pw = srv.password { env["PGPASSWORD"] = pw }
+        let result = try run(
+            "/usr/bin/psql",
+            ["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h", srv.host, "-p", "\(srv.port)", "-U", srv.user,
+             "-d", database, "-c", sql],
+            environment: env)
+        guard result.status == 0 else { throw HarnessError.failed("psql failed: \(result.output)") }
+        return result.output.trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    // MARK: - Throwaway cluster
+
+    private static let bin = "/usr/lib/postgresql/15/bin"
+
+    private static func startThrowaway() throws -> Server {
+        let isRoot = getuid() == 0
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("muster-pgtest-\(UUID().uuidString.prefix(8))").path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        chmod(dir, 0o755)
+        if isRoot { _ = try run("/bin/chown", ["postgres", dir]) }
+        let port = try freePort()
+        func asPostgres(_ tool: String, _ args: [String]) throws -> (status: Int32, output: String) {
+            if isRoot { return try run("/usr/sbin/runuser", ["-u", "postgres", "--", "\(bin)/\(tool)"] + args) }
+            return try run("\(bin)/\(tool)", args)
+        }
+        let initdb = try asPostgres(
+            "initdb", ["-D", "\(dir)/data", "-U", "postgres", "-A", "trust", "-E", "UTF8", "--locale=C.UTF-8",
+                       "--no-sync", "--no-instructions"])
+        guard initdb.status == 0 else { throw HarnessError.failed("initdb failed: \(initdb.output)") }
+        let opts = "-p \(port) -k \(dir) -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off "
+            + "-c full_page_writes=off -c max_connections=300"
+        let start = try asPostgres("pg_ctl", ["-D", "\(dir)/data", "-l", "\(dir)/server.log", "-w", "-t", "30", "-o", opts, "start"])
+        guard start.status == 0 else { throw HarnessError.failed("pg_ctl start failed: \(start.output)") }
+        ownedDir = dir
+        atexit {
+            guard let dir = PostgresHarness.ownedDir else { return }
+            let stop = getuid() == 0
+                ? ["/usr/sbin/runuser", "-u", "postgres", "--", "\(PostgresHarness.bin)/pg_ctl"]
+                : ["\(PostgresHarness.bin)/pg_ctl"]
+            _ = try? PostgresHarness.run(stop[0], Array(stop.dropFirst()) + ["-D", "\(dir)/data", "-m", "immediate", "-w", "stop"])
+            try? FileManager.default.removeItem(atPath: dir)
+        }
+        return Server(host: "127.0.0.1", port: port, user: "postgres", password: nil, ownedDirectory: dir)
+    }
+
+    nonisolated(unsafe) private static var ownedDir: String?  // written once under `lock`, read at exit
+
+    /// A TCP port that was free a moment ago on 127.0.0.1.
+    public static func freePort() throws -> Int {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { throw HarnessError.failed("socket() failed") }
+        defer { close(fd) }
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_port = 0
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let ok = withUnsafeMutablePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(fd, $0, len) == 0 && getsockname(fd, $0, &len) == 0
+            }
+        }
+        guard ok else { throw HarnessError.failed("bind() failed") }
+        return Int(UInt16(bigEndian: addr.sin_port))
+    }
+
+    /// Runs a program to completion, returning its exit status and combined output.
+    @discardableResult
+    public static func run(_ path: String, _ args: [String], environment: [String: String]? = nil) throws
+        -> (status: Int32, output: String)
+    {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: path)
+        p.arguments = args
+        if let environment { p.environment = environment }
+        let pipe = Pipe()
+        p.standardOutput = pipe
+        p.standardError = pipe
+        try p.run()
+        let data = pipe.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        return (p.terminationStatus, String(decoding: data, as: UTF8.self))
+    }
+}
