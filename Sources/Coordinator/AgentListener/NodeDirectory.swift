@@ -48,8 +48,10 @@ public protocol NodeDirectory: Sendable {
     /// Whether a node id from a verified client certificate may hold a session.
     func admission(of nodeID: UUID) async throws -> NodeAdmission
 
-    /// A session was established: the node becomes `ready` (from joining or unreachable).
-    func sessionOpened(nodeID: UUID, at: Date) async throws
+    /// A session was established: the node becomes `ready` (from joining or unreachable). `address` is the
+    /// agent's remote IP address as the listener sees it. Throws `MusterError` `.nodeForgotten` for a
+    /// forgotten node (the listener then closes the session).
+    func sessionOpened(nodeID: UUID, at: Date, address: String?) async throws
 
     /// Queues a heartbeat for the next batched flush; never blocks on the database.
     func enqueueHeartbeat(nodeID: UUID, report: HealthReport, receivedAt: Date)
