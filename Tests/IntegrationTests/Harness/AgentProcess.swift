@@ -1,0 +1,49 @@
+import Foundation
+
+/// A real `muster-agent` process in a network namespace, with its own state directory.
+final class AgentProcess: Sendable {
+    let name: String
+    let netns: String?
+    let stateDir: String
+    let process: ChildProcess
+
+    private init(name: String, netns: String?, stateDir: String, process: ChildProcess) {
+        self.name = name
+        self.netns = netns
+        self.stateDir = stateDir
+        self.process = process
+    }
+
+    /// `muster-agent join --coordinator ADDR --token T --state-dir DIR --run` inside `netns`.
+    static func join(
+        name: String, netns: String?, coordinator: String, token: String, stateDir: String
+    ) throws -> AgentProcess {
+        try Binaries.check()
+        let p = try ChildProcess.spawn(
+            name: name, path: Binaries.agent,
+            arguments: ["join", "--coordinator", coordinator, "--token", token, "--state-dir", stateDir, "--run"],
+            netns: netns, environment: ["MUSTER_LOG_LEVEL": "debug"], logPath: "\(stateDir).log")
+        return AgentProcess(name: name, netns: netns, stateDir: stateDir, process: p)
+    }
+
+    /// `muster-agent run --state-dir DIR` inside `netns` (after a join).
+    static func run(name: String, netns: String?, stateDir: String) throws -> AgentProcess {
+        try Binaries.check()
+        let p = try ChildProcess.spawn(
+            name: name, path: Binaries.agent, arguments: ["run", "--state-dir", stateDir],
+            netns: netns, environment: ["MUSTER_LOG_LEVEL": "debug"], logPath: "\(stateDir).log")
+        return AgentProcess(name: name, netns: netns, stateDir: stateDir, process: p)
+    }
+
+    /// The node id the agent wrote at join (`<state-dir>/identity/node-id`), or nil before the join finished.
+    var nodeID: String? {
+        guard let text = try? String(contentsOfFile: "\(stateDir)/identity/node-id", encoding: .utf8) else { return nil }
+        let id = text.trimmingCharacters(in: .whitespacesAndNewlines)
+        return UUID(uuidString: id) == nil ? nil : id.lowercased()
+    }
+
+    /// Starts the same agent again from its state directory (as after a crash).
+    func restarted() throws -> AgentProcess {
+        try AgentProcess.run(name: name, netns: netns, stateDir: stateDir)
+    }
+}
