@@ -9,6 +9,8 @@ import Shared
 /// certificate renewals. Anything else is a protocol error that closes the connection.
 struct ConnectionStateMachine: Sendable {
     enum State: Sendable, Equatable {
+        /// The admin certificate: valid for TLS, but no agent messages.
+        case adminOnly
         case awaitingJoin
         case awaitingHello(UUID)
         case established(UUID, ProtocolVersion)
@@ -36,6 +38,7 @@ struct ConnectionStateMachine: Sendable {
     init(identity: CertificateAuthority.ClientIdentity, supportedVersions: [ProtocolVersion] = ProtocolVersion.supported) {
         switch identity {
         case .bootstrap: state = .awaitingJoin
+        case .admin: state = .adminOnly
         case .node(let id): state = .awaitingHello(id)
         }
         self.supportedVersions = supportedVersions
@@ -45,6 +48,11 @@ struct ConnectionStateMachine: Sendable {
         switch (state, message) {
         case (.closed, _):
             return .reject(code: .protocolError, message: "the connection is closing", close: true)
+
+        case (.adminOnly, _):
+            state = .closed
+            return .reject(
+                code: .forbidden, message: "the admin certificate cannot be used on the agent port", close: true)
 
         case (_, .error(let body)):
             return .logPeerError(body)

@@ -31,7 +31,8 @@ public struct CSRSigner: Sendable {
     /// - Parameters:
     ///   - csrPEM: PKCS#10 request, PEM.
     ///   - nodeID: Becomes the certificate's CN.
-    ///   - validity: Lifetime from now (backdated five minutes for clock skew).
+    ///   - validity: Lifetime from now; the start is backdated by a tenth of it, at most five minutes, for
+    ///     clock skew between coordinator and node.
     /// - Throws: `MusterError` `.invalidInput` for an unparsable CSR, a bad signature or a key other than
     ///   P-256.
     public func sign(csrPEM: String, nodeID: UUID, validity: Duration, now: Date = Date()) throws -> Issued {
@@ -44,6 +45,7 @@ public struct CSRSigner: Sendable {
         }
         let seconds = Double(validity.components.seconds) + Double(validity.components.attoseconds) / 1e18
         let notAfter = now.addingTimeInterval(seconds)
+        let notBefore = now.addingTimeInterval(-min(300, seconds / 10))
         do {
             let subject = try DistinguishedName {
                 OrganizationName(MusterPKI.clusterOrganization)
@@ -53,7 +55,7 @@ public struct CSRSigner: Sendable {
             let serial = Certificate.SerialNumber()
             let certificate = try Certificate(
                 version: .v3, serialNumber: serial, publicKey: csr.publicKey,
-                notValidBefore: now.addingTimeInterval(-300), notValidAfter: notAfter,
+                notValidBefore: notBefore, notValidAfter: notAfter,
                 issuer: caCertificate.subject, subject: subject, signatureAlgorithm: .ecdsaWithSHA256,
                 extensions: try Certificate.Extensions {
                     Critical(BasicConstraints.notCertificateAuthority)

@@ -245,12 +245,14 @@ public final class CertificateAuthority: Sendable {
         case node(UUID)
         /// A valid self-signed bootstrap certificate of a joining agent.
         case bootstrap
+        /// The admin client certificate: the handshake succeeds (it is the cluster's), but it may send nothing.
+        case admin
     }
 
     /// Classifies and verifies a client chain (leaf first) presented on port 7400.
     ///
     /// - Throws: `MusterError` `.certificateRejected` for anything else: another CA, an expired certificate,
-    ///   a CA-signed certificate that is not a node certificate (e.g. the admin one), a CN that is not a UUID.
+    ///   a CA-signed certificate that is neither a node nor the admin certificate, a CN that is not a UUID.
     public func classifyClient(chain: [Certificate], now: Date = Date()) async throws -> ClientIdentity {
         guard let leaf = chain.first else {
             throw MusterError(.certificateRejected, "no client certificate")
@@ -269,6 +271,7 @@ public final class CertificateAuthority: Sendable {
             throw MusterError(
                 .certificateRejected, "client certificate is not issued by this cluster's CA (\(leaf.subject))")
         }
+        if Self.isAdminCertificate(leaf) { return .admin }
         guard Self.organizationalUnit(of: leaf.subject) == Self.nodeOrganizationalUnit,
             let cn = MusterPKI.commonName(of: leaf.subject), let nodeID = UUID(uuidString: cn)
         else {
