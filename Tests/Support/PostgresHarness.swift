@@ -145,12 +145,21 @@ public enum PostgresHarness {
         p.executableURL = URL(fileURLWithPath: path)
         p.arguments = args
         if let environment { p.environment = environment }
-        let pipe = Pipe()
-        p.standardOutput = pipe
-        p.standardError = pipe
+        // Output goes to a temporary file, not a pipe: Foundation's Process lets the child inherit both pipe
+        // ends, so a daemon it starts (pg_ctl start → postgres) keeps the write end open and reading the pipe
+        // to EOF would hang forever.
+        let outputPath = FileManager.default.temporaryDirectory
+            .appendingPathComponent("muster-harness-\(UUID().uuidString).out").path
+        guard FileManager.default.createFile(atPath: outputPath, contents: nil),
+            let output = FileHandle(forWritingAtPath: outputPath)
+        else { throw HarnessError.failed("cannot create \(outputPath)") }
+        defer { try? FileManager.default.removeItem(atPath: outputPath) }
+        p.standardOutput = output
+        p.standardError = output
         try p.run()
-        let data = pipe.fileHandleForReading.readDataToEndOfFile()
         p.waitUntilExit()
+        try? output.close()
+        let data = FileManager.default.contents(atPath: outputPath) ?? Data()
         return (p.terminationStatus, String(decoding: data, as: UTF8.self))
     }
 }

@@ -186,6 +186,12 @@ public struct Database: Sendable {
     /// Maps any error from postgres-nio or the pool into a ``MusterError``.
     static func map(_ error: any Error, operation: String, redacted: String) -> MusterError {
         if let muster = error as? MusterError { return muster }
+        if let transaction = error as? PostgresTransactionError {
+            // The closure's own error is what matters; BEGIN/COMMIT/ROLLBACK failures are connection trouble.
+            if let inner = transaction.closureError ?? transaction.beginError ?? transaction.commitError {
+                return map(inner, operation: operation, redacted: redacted)
+            }
+        }
         if let psql = error as? PSQLError {
             if psql.code == .server {
                 let state = psql.serverInfo?[.sqlState] ?? "?"

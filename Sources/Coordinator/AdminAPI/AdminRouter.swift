@@ -1,0 +1,54 @@
+import Foundation
+import Hummingbird
+import Logging
+import NIOCore
+import Shared
+import X509
+
+/// What the admin API's routes work with.
+public struct AdminDependencies: Sendable {
+    public var database: Database
+    public var nodes: NodeStore
+    public var tokens: TokenStore
+    /// Pin of the cluster CA, embedded in join tokens.
+    public var caPin: CAPin
+    /// `HOST:PORT` agents dial to join (advertise address + the agent listener's bound port).
+    public var joinAddress: @Sendable () async -> String
+    /// Number of live agent sessions.
+    public var sessionCount: @Sendable () async -> Int
+    public var now: @Sendable () -> Date
+
+    public init(
+        database: Database, nodes: NodeStore, tokens: TokenStore, caPin: CAPin,
+        joinAddress: @escaping @Sendable () async -> String, sessionCount: @escaping @Sendable () async -> Int,
+        now: @escaping @Sendable () -> Date = { Date() }
+    ) {
+        self.database = database
+        self.nodes = nodes
+        self.tokens = tokens
+        self.caPin = caPin
+        self.joinAddress = joinAddress
+        self.sessionCount = sessionCount
+        self.now = now
+    }
+}
+
+/// Builds the admin API's router: `/health`, `/health/deep` without authentication, `/v1/…` behind
+/// ``AdminAuthMiddleware``.
+public enum AdminRouter {
+    /// - Parameters:
+    ///   - peerCertificate: Reads the client certificate of a connection (tests may substitute it).
+    public static func make(
+        dependencies: AdminDependencies,
+        peerCertificate: @escaping @Sendable (any Channel) async throws -> Certificate? =
+            AdminAuthMiddleware.tlsPeerCertificate
+    ) -> Router<AdminRequestContext> {
+        let router = Router(context: AdminRequestContext.self)
+        router.add(middleware: AdminErrorMiddleware())
+        HealthRoutes(dependencies: dependencies).register(on: router)
+        let v1 = router.group("v1").add(middleware: AdminAuthMiddleware(peerCertificate: peerCertificate))
+        TokensRoutes(dependencies: dependencies).register(on: v1)
+        NodesRoutes(dependencies: dependencies).register(on: v1)
+        return router
+    }
+}
