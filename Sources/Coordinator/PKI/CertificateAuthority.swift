@@ -314,7 +314,7 @@ public final class CertificateAuthority: Sendable {
     private static func sanList(serverNames: [String], serverAddresses: [String]) -> (names: [String], addresses: [String]) {
         var names: [String] = [MusterPKI.coordinatorServerName, "localhost"]
         var addresses: [String] = ["127.0.0.1", "::1"]
-        let host = ProcessInfo.processInfo.hostName
+        let host = localHostname()
         if !host.isEmpty { names.append(host) }
         for name in serverNames + serverAddresses {
             let trimmed = name.trimmingCharacters(in: .whitespaces)
@@ -343,6 +343,13 @@ public final class CertificateAuthority: Sendable {
             }
         }
         return (names, addresses)
+    }
+
+    /// gethostname(2); not `ProcessInfo.hostName`, which resolves names and can block for a minute without DNS.
+    static func localHostname() -> String {
+        var buffer = [CChar](repeating: 0, count: 256)
+        guard gethostname(&buffer, buffer.count) == 0 else { return "" }
+        return String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 
     static func ipBytes(_ text: String) -> [UInt8]? {
