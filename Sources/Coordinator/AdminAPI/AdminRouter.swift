@@ -16,12 +16,14 @@ public struct AdminDependencies: Sendable {
     public var joinAddress: @Sendable () async -> String
     /// Number of live agent sessions.
     public var sessionCount: @Sendable () async -> Int
+    /// Drops a node's live session (after it was forgotten).
+    public var disconnect: @Sendable (UUID) async -> Void
     public var now: @Sendable () -> Date
 
     public init(
         database: Database, nodes: NodeStore, tokens: TokenStore, caPin: CAPin,
         joinAddress: @escaping @Sendable () async -> String, sessionCount: @escaping @Sendable () async -> Int,
-        now: @escaping @Sendable () -> Date = { Date() }
+        disconnect: @escaping @Sendable (UUID) async -> Void = { _ in }, now: @escaping @Sendable () -> Date = { Date() }
     ) {
         self.database = database
         self.nodes = nodes
@@ -29,6 +31,7 @@ public struct AdminDependencies: Sendable {
         self.caPin = caPin
         self.joinAddress = joinAddress
         self.sessionCount = sessionCount
+        self.disconnect = disconnect
         self.now = now
     }
 }

@@ -57,17 +57,22 @@ public struct NodeSweeper: Service {
     let policy: SweepPolicy
     let interval: Duration
     let now: @Sendable () -> Date
+    /// The heartbeat interval currently assigned to agents (it grows with the number of sessions); `nil` keeps
+    /// ``SweepPolicy/heartbeatTTL`` as given.
+    let currentTTL: (@Sendable () async -> Duration)?
     let logger: Logger
 
     public init(
         database: Database, batcher: HeartbeatBatcher, policy: SweepPolicy, interval: Duration,
-        now: @escaping @Sendable () -> Date = { Date() }, logger: Logger
+        now: @escaping @Sendable () -> Date = { Date() }, currentTTL: (@Sendable () async -> Duration)? = nil,
+        logger: Logger
     ) {
         self.database = database
         self.batcher = batcher
         self.policy = policy
         self.interval = interval
         self.now = now
+        self.currentTTL = currentTTL
         self.logger = logger
     }
 
@@ -87,6 +92,8 @@ public struct NodeSweeper: Service {
     public func sweep() async throws -> [UUID] {
         try await batcher.flush(to: database, logger: logger)
         let at = now()
+        var policy = self.policy
+        if let currentTTL { policy.heartbeatTTL = max(policy.heartbeatTTL, await currentTTL()) }
         guard case .markUnreachable(let cutoff) = policy.action(at: at) else { return [] }
         let logger = self.logger
         let marked = try await database.transaction("sweep unreachable nodes") { connection in

@@ -68,6 +68,43 @@ public struct NodeView: Codable, Sendable, Equatable {
         self.facts = record.facts
         self.lastReport = record.lastReport
     }
+
+    private enum CodingKeys: String, CodingKey {
+        case id, hostname, state, address, agentVersion, labels, joinedAt, lastSeen, facts, lastReport
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        let idText = try c.decode(String.self, forKey: .id)
+        guard let id = UUID(uuidString: idText) else {
+            throw DecodingError.dataCorruptedError(forKey: .id, in: c, debugDescription: "not a UUID: \(idText)")
+        }
+        self.id = id
+        hostname = try c.decode(String.self, forKey: .hostname)
+        state = try c.decode(NodeState.self, forKey: .state)
+        address = try c.decodeIfPresent(String.self, forKey: .address)
+        agentVersion = try c.decode(String.self, forKey: .agentVersion)
+        labels = try c.decode([String: String].self, forKey: .labels)
+        joinedAt = try c.decode(Date.self, forKey: .joinedAt)
+        lastSeen = try c.decodeIfPresent(Date.self, forKey: .lastSeen)
+        facts = try c.decode(HostFacts.self, forKey: .facts)
+        lastReport = try c.decodeIfPresent(HealthReport.self, forKey: .lastReport)
+    }
+
+    /// Encodes the id in lower case, as the agent writes it (`identity/node-id`) and the table shows it.
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(id.uuidString.lowercased(), forKey: .id)
+        try c.encode(hostname, forKey: .hostname)
+        try c.encode(state, forKey: .state)
+        try c.encode(address, forKey: .address)
+        try c.encode(agentVersion, forKey: .agentVersion)
+        try c.encode(labels, forKey: .labels)
+        try c.encode(joinedAt, forKey: .joinedAt)
+        try c.encode(lastSeen, forKey: .lastSeen)
+        try c.encode(facts, forKey: .facts)
+        try c.encode(lastReport, forKey: .lastReport)
+    }
 }
 
 /// A join token as stored (the secret only as its hash, never shown).

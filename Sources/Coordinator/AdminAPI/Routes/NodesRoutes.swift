@@ -15,8 +15,11 @@ struct NodesRoutes {
             try .json(try await dependencies.nodes.show(id: try nodeID(context)))
         }
         group.delete("nodes/{id}") { _, context -> Response in
+            let id = try nodeID(context)
             let view = try await dependencies.nodes.forget(
-                id: try nodeID(context), now: dependencies.now(), actor: context.actor ?? "unknown")
+                id: id, now: dependencies.now(), actor: context.actor ?? "unknown")
+            // Its certificate is revoked in the store; a live session must not outlast that.
+            await dependencies.disconnect(id)
             return try .json(view)
         }
     }

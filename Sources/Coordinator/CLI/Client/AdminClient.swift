@@ -1,0 +1,145 @@
+import Foundation
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import NIOSSL
+import Shared
+
+/// The CLI's HTTPS client for the admin API: one HTTP/1.1 request per connection over NIO + NIOSSL, presenting
+/// the admin client certificate and verifying the coordinator against the cluster CA.
+///
+/// Written on NIO directly (ClientBootstrap, `NIOAsyncChannel`) instead of adding async-http-client: the CLI
+/// makes one small request per run and the pieces are already dependencies.
+public struct AdminClient: Sendable {
+    public let configuration: AdminClientConfiguration
+    /// Whole request deadline.
+    public var timeout: Duration = .seconds(30)
+
+    public init(configuration: AdminClientConfiguration) {
+        self.configuration = configuration
+    }
+
+    /// A raw response.
+    public struct Response: Sendable {
+        public var status: Int
+        public var headers: [(String, String)]
+        public var body: Data
+    }
+
+    /// Sends a request and decodes a JSON answer; an error answer becomes the server's ``MusterError``.
+    public func send<Output: Decodable>(
+        _ method: HTTPMethod, _ path: String, body: (some Encodable)? = nil as String?, as type: Output.Type
+    ) async throws -> Output {
+        let bodyData = try body.map { try MusterJSON.encoder().encode($0) }
+        let response = try await raw(method, path, body: bodyData)
+        guard (200..<300).contains(response.status) else { throw Self.error(from: response) }
+        do {
+            return try MusterJSON.decoder().decode(Output.self, from: response.body)
+        } catch {
+            throw MusterError(.internal, "the coordinator's answer to \(method) \(path) could not be read: \(error)")
+        }
+    }
+
+    /// Turns an error response into the server's ``MusterError`` (code, message, hint).
+    static func error(from response: Response) -> MusterError {
+        if let body = try? MusterJSON.decoder().decode(AdminErrorBody.self, from: response.body) {
+            return MusterError(MusterError.Code(wireName: body.code), body.message, hint: body.hint)
+        }
+        return MusterError(
+            .internal, "the coordinator answered HTTP \(response.status): \(String(decoding: response.body.prefix(300), as: UTF8.self))")
+    }
+
+    /// Sends one request and collects the whole response.
+    /// - Throws: ``MusterError`` `.connectionFailed` when the coordinator cannot be reached or TLS fails.
+    public func raw(_ method: HTTPMethod, _ path: String, body: Data? = nil) async throws -> Response {
+        let address = try CoordinatorConfiguration.ListenAddress(
+            parsing: configuration.adminAddress, option: "adminAddress")
+        let tls: NIOSSLContext
+        do {
+            let read = { (file: String) throws -> String in
+                guard let data = FileManager.default.contents(atPath: file) else {
+                    throw MusterError(
+                        .connectionFailed, "cannot read \(file)", hint: "run the CLI as a user who can read the state directory")
+                }
+                return String(decoding: data, as: UTF8.self)
+            }
+            tls = try NIOSSLContext(
+                configuration: try TLSConfiguration.musterAdminClient(
+                    certificatePEM: try read(configuration.certFile), privateKeyPEM: try read(configuration.keyFile),
+                    caCertificatePEM: try read(configuration.caFile)))
+        } catch let error as MusterError {
+            throw error
+        } catch {
+            throw MusterError(.connectionFailed, "cannot load the admin client certificate: \(error)")
+        }
+        let serverName = configuration.serverName
+        let host = address.host
+        let headers = HTTPHeaders([
+            ("Host", configuration.adminAddress), ("User-Agent", "muster/\(MusterVersion.current)"),
+            ("Accept", "application/json"), ("Connection", "close"),
+            ("Content-Type", "application/json"), ("Content-Length", "\(body?.count ?? 0)"),
+        ])
+        let timeout = self.timeout
+        do {
+            return try await withThrowingTaskGroup(of: Response?.self) { group in
+                group.addTask {
+                    let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+                        .connectTimeout(.seconds(5))
+                        .connect(host: host, port: address.port) { channel in
+                            channel.eventLoop.makeCompletedFuture {
+                                let handler = try NIOSSLClientHandler(context: tls, serverHostname: serverName)
+                                try channel.pipeline.syncOperations.addHandler(handler)
+                                try channel.pipeline.syncOperations.addHTTPClientHandlers()
+                                return try NIOAsyncChannel<HTTPClientResponsePart, HTTPClientRequestPart>(
+                                    wrappingChannelSynchronously: channel)
+                            }
+                        }
+                    return try await channel.executeThenClose { inbound, outbound in
+                        try await outbound.write(
+                            .head(HTTPRequestHead(version: .http1_1, method: method, uri: path, headers: headers)))
+                        if let body { try await outbound.write(.body(.byteBuffer(ByteBuffer(bytes: body)))) }
+                        try await outbound.write(.end(nil))
+                        var status = 0
+                        var responseHeaders: [(String, String)] = []
+                        var collected = ByteBuffer()
+                        for try await part in inbound {
+                            switch part {
+                            case .head(let head):
+                                status = Int(head.status.code)
+                                responseHeaders = head.headers.map { ($0.name, $0.value) }
+                            case .body(var chunk):
+                                collected.writeBuffer(&chunk)
+                            case .end:
+                                return Response(
+                                    status: status, headers: responseHeaders, body: Data(collected.readableBytesView))
+                            }
+                        }
+                        throw MusterError(.connectionFailed, "the coordinator closed the connection mid-answer")
+                    }
+                }
+                group.addTask {
+                    try await Task.sleep(for: timeout)
+                    return nil
+                }
+                defer { group.cancelAll() }
+                guard let first = try await group.next(), let response = first else {
+                    throw MusterError(.timeout, "the coordinator at \(configuration.adminAddress) did not answer within \(timeout)")
+                }
+                return response
+            }
+        } catch let error as MusterError {
+            throw error
+        } catch {
+            throw MusterError(
+                .connectionFailed, "cannot reach the coordinator's admin API at \(configuration.adminAddress): \(error)",
+                hint: "is `muster serve` running? The address comes from admin.json in the state directory")
+        }
+    }
+}
+
+/// The error body the admin API sends (see ``AdminError``).
+struct AdminErrorBody: Codable, Sendable {
+    var code: String
+    var message: String
+    var hint: String?
+}
