@@ -7,7 +7,8 @@ import Testing
 struct CoordinatorAddressTests {
     @Test func parses() throws {
         #expect(try CoordinatorAddress(parsing: "10.0.0.1:7500") == CoordinatorAddress(host: "10.0.0.1", port: 7500))
-        #expect(try CoordinatorAddress(parsing: "coord.example") == CoordinatorAddress(host: "coord.example", port: 7400))
+        #expect(
+            try CoordinatorAddress(parsing: "coord.example") == CoordinatorAddress(host: "coord.example", port: 7400))
         #expect(try CoordinatorAddress(parsing: "[::1]:7401") == CoordinatorAddress(host: "::1", port: 7401))
         #expect(try CoordinatorAddress(parsing: "::1") == CoordinatorAddress(host: "::1", port: 7400))
         #expect(CoordinatorAddress(host: "::1", port: 1).description == "[::1]:1")

@@ -41,6 +41,8 @@ struct HealthCollectorTests {
         #expect(!facts.kernel.isEmpty)
         #expect(facts.cpuCount > 0)
         #expect(facts.memoryBytes > 0)
-        #expect(HostFactsCollector.prettyName("ID=debian\nPRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\n") == "Debian GNU/Linux 12 (bookworm)")
+        #expect(
+            HostFactsCollector.prettyName("ID=debian\nPRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\n")
+                == "Debian GNU/Linux 12 (bookworm)")
     }
 }

@@ -59,8 +59,9 @@ struct SessionStateMachineTests {
         #expect(sm.heartbeatDue(now: Self.t0.addingTimeInterval(2010)) == .sendHeartbeat)
         let notAfter = Self.t0.addingTimeInterval(5000)
         #expect(
-            sm.received(.certificateRenewed(CertificateRenewed(certificatePEM: "PEM", notAfter: notAfter)),
-                        now: Self.t0.addingTimeInterval(2020))
+            sm.received(
+                .certificateRenewed(CertificateRenewed(certificatePEM: "PEM", notAfter: notAfter)),
+                now: Self.t0.addingTimeInterval(2020))
                 == .storeCertificate(pem: "PEM", notAfter: notAfter))
         #expect(sm.heartbeatDue(now: Self.t0.addingTimeInterval(2030)) == .sendHeartbeat)
     }
@@ -132,6 +133,8 @@ struct SessionStateMachineTests {
         var sm = machine()
         _ = sm.start()
         _ = sm.connected()
-        #expect(sm.received(.heartbeatAck(HeartbeatAck(heartbeatInterval: .seconds(1))), now: Self.t0) == .reconnect(after: .seconds(1)))
+        #expect(
+            sm.received(.heartbeatAck(HeartbeatAck(heartbeatInterval: .seconds(1))), now: Self.t0)
+                == .reconnect(after: .seconds(1)))
     }
 }

@@ -15,8 +15,10 @@ struct EnvelopeTests {
         uptimeSeconds: 12.5, agentVersion: "0.1.0", clock: date)
 
     static let messages: [Message] = [
-        .joinRequest(JoinRequest(tokenID: "abcdefghij", secret: String(repeating: "s", count: 32), csrPEM: "CSR", facts: facts)),
-        .joinResponse(JoinResponse(nodeID: node, certificatePEM: "C", caCertificatePEM: "CA", heartbeatInterval: .seconds(10))),
+        .joinRequest(
+            JoinRequest(tokenID: "abcdefghij", secret: String(repeating: "s", count: 32), csrPEM: "CSR", facts: facts)),
+        .joinResponse(
+            JoinResponse(nodeID: node, certificatePEM: "C", caCertificatePEM: "CA", heartbeatInterval: .seconds(10))),
         .hello(Hello(nodeID: node, agentVersion: "0.1.0", protocolVersions: [.v1], finishedTaskIDs: [UUID()])),
         .welcome(Welcome(nodeID: node, protocolVersion: .v1, heartbeatInterval: .milliseconds(200), serverTime: date)),
         .heartbeat(Heartbeat(report: report)),
@@ -68,7 +70,10 @@ struct EnvelopeTests {
 
     @Test func protocolVersionNegotiation() {
         #expect(ProtocolVersion.negotiate(offered: [.v1, ProtocolVersion(2)], supported: [.v1]) == .v1)
-        #expect(ProtocolVersion.negotiate(offered: [ProtocolVersion(1), ProtocolVersion(3)], supported: [.v1, ProtocolVersion(3)]) == ProtocolVersion(3))
+        #expect(
+            ProtocolVersion.negotiate(
+                offered: [ProtocolVersion(1), ProtocolVersion(3)], supported: [.v1, ProtocolVersion(3)])
+                == ProtocolVersion(3))
         #expect(ProtocolVersion.negotiate(offered: [ProtocolVersion(2)], supported: [.v1]) == nil)
     }
 

@@ -25,7 +25,8 @@ struct PKITests {
         // A bootstrap-looking certificate signed by another key is not valid.
         let other = P256.Signing.PrivateKey()
         let forged = try Certificate(
-            version: .v3, serialNumber: .init(), publicKey: .init(key.publicKey), notValidBefore: now.addingTimeInterval(-60),
+            version: .v3, serialNumber: .init(), publicKey: .init(key.publicKey),
+            notValidBefore: now.addingTimeInterval(-60),
             notValidAfter: now.addingTimeInterval(60), issuer: cert.subject, subject: cert.subject,
             signatureAlgorithm: .ecdsaWithSHA256, extensions: .init(), issuerPrivateKey: .init(other))
         #expect(!MusterPKI.isValidBootstrapCertificate(forged, now: now))

@@ -6,7 +6,8 @@ import Shared
 /// Options every agent command takes.
 struct CommonOptions: ParsableArguments {
     @Option(name: .long, help: "State directory (identity, modules). Env: MUSTER_STATE_DIR.")
-    var stateDir: String = ProcessInfo.processInfo.environment["MUSTER_STATE_DIR"] ?? AgentConfiguration.defaultStateDirectory
+    var stateDir: String =
+        ProcessInfo.processInfo.environment["MUSTER_STATE_DIR"] ?? AgentConfiguration.defaultStateDirectory
 
     @Option(name: .long, help: "trace, debug, info, notice, warning, error, critical. Env: MUSTER_LOG_LEVEL.")
     var logLevel: String = ProcessInfo.processInfo.environment["MUSTER_LOG_LEVEL"] ?? "info"

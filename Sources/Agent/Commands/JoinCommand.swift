@@ -30,7 +30,9 @@ struct JoinCommand: AsyncParsableCommand {
             coordinator: address, token: parsed, stateDirectory: configuration.stateDirectory,
             facts: HostFactsCollector.collect(), logger: logger
         ).join()
-        print("joined the cluster as node \(identity.nodeID.uuidString.lowercased()) (identity in \(NodeIdentity.Paths(stateDirectory: configuration.stateDirectory).directory))")
+        print(
+            "joined the cluster as node \(identity.nodeID.uuidString.lowercased()) (identity in \(NodeIdentity.Paths(stateDirectory: configuration.stateDirectory).directory))"
+        )
         guard run else { return }
         try await AgentServices.make(configuration: configuration, logger: logger).group.run()
     }

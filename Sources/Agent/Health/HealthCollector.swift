@@ -2,7 +2,7 @@ import Foundation
 import Shared
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Reads the host's health for heartbeats from `/proc` and `statvfs` (DESIGN §9; first report: load, memory,
@@ -18,7 +18,8 @@ public struct HealthCollector: Sendable {
 
     /// A report as of now. Values that cannot be read are 0 (the report still goes out).
     public func collect(now: Date = Date()) -> HealthReport {
-        let load = (try? String(contentsOfFile: "\(procRoot)/loadavg", encoding: .utf8)).map(Self.parseLoadAverage) ?? []
+        let load =
+            (try? String(contentsOfFile: "\(procRoot)/loadavg", encoding: .utf8)).map(Self.parseLoadAverage) ?? []
         let memory = (try? String(contentsOfFile: "\(procRoot)/meminfo", encoding: .utf8)).map(Self.parseMemInfo)
         let uptime = (try? String(contentsOfFile: "\(procRoot)/uptime", encoding: .utf8)).flatMap(Self.parseUptime)
         let disk = Self.diskUsage(path: stateDirectory)

@@ -2,16 +2,18 @@ import Foundation
 import Shared
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Collects ``HostFacts`` for the join request.
 public enum HostFactsCollector {
     public static func collect(etcRoot: String = "/etc", procRoot: String = "/proc") -> HostFacts {
-        let machineID = (try? String(contentsOfFile: "\(etcRoot)/machine-id", encoding: .utf8))?
+        let machineID =
+            (try? String(contentsOfFile: "\(etcRoot)/machine-id", encoding: .utf8))?
             .trimmingCharacters(in: .whitespacesAndNewlines) ?? ""
         let os = (try? String(contentsOfFile: "\(etcRoot)/os-release", encoding: .utf8)).flatMap(prettyName) ?? "Linux"
-        let memory = (try? String(contentsOfFile: "\(procRoot)/meminfo", encoding: .utf8))
+        let memory =
+            (try? String(contentsOfFile: "\(procRoot)/meminfo", encoding: .utf8))
             .map { HealthCollector.parseMemInfo($0).total } ?? ProcessInfo.processInfo.physicalMemory
         return HostFacts(
             hostname: hostname(), machineID: machineID, os: os, kernel: kernelRelease(),

@@ -128,7 +128,8 @@ public struct CoordinatorAddress: Sendable, Equatable, CustomStringConvertible {
             port = p
         }
         guard !host.isEmpty else {
-            throw MusterError(.usage, "coordinator address '\(text)' has no host", hint: "use HOST:PORT, e.g. 10.0.0.1:7400")
+            throw MusterError(
+                .usage, "coordinator address '\(text)' has no host", hint: "use HOST:PORT, e.g. 10.0.0.1:7400")
         }
         self.init(host: host, port: port)
     }

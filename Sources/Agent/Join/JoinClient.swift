@@ -42,7 +42,8 @@ public struct JoinClient: Sendable {
         let bootstrap = try MusterPKI.makeBootstrapCertificate(key: key, hostname: facts.hostname)
         let csrPEM = try MusterPKI.makeCSR(key: key, commonName: facts.hostname.isEmpty ? "node" : facts.hostname)
         let request = JoinRequest(tokenID: token.id, secret: token.secret, csrPEM: csrPEM, facts: facts)
-        logger.info("joining", metadata: ["coordinator": "\(coordinator)", "token": "\(token.id)", "ca": "\(token.caPin)"])
+        logger.info(
+            "joining", metadata: ["coordinator": "\(coordinator)", "token": "\(token.id)", "ca": "\(token.caPin)"])
 
         let response: JoinResponse = try await CoordinatorConnection.withConnection(
             to: coordinator, certificateChain: [bootstrap], privateKey: key, trust: .pinned(token.caPin)
@@ -61,7 +62,8 @@ public struct JoinClient: Sendable {
 
         let identity = try verify(response, key: key)
         try identity.save(stateDirectory: stateDirectory)
-        logger.info("joined", metadata: ["node": "\(identity.nodeID)", "notAfter": "\(identity.certificate.notValidAfter)"])
+        logger.info(
+            "joined", metadata: ["node": "\(identity.nodeID)", "notAfter": "\(identity.certificate.notValidAfter)"])
         return identity
     }
 

@@ -20,7 +20,8 @@ public enum CoordinatorConnection {
         to address: CoordinatorAddress, certificateChain: [Certificate], privateKey: P256.Signing.PrivateKey,
         trust: CoordinatorTrust, maxFrameBytes: Int = FrameDecoder.defaultMaximumFrameBytes,
         connectTimeout: Duration = .seconds(10),
-        _ body: (NIOAsyncChannelInboundStream<ByteBuffer>, NIOAsyncChannelOutboundWriter<Envelope>) async throws -> Result
+        _ body: (NIOAsyncChannelInboundStream<ByteBuffer>, NIOAsyncChannelOutboundWriter<Envelope>) async throws ->
+            Result
     ) async throws -> Result {
         let verificationFailure = FailureBox()
         let tls: NIOSSLContext
@@ -86,7 +87,9 @@ public enum CoordinatorConnection {
     /// Reads the first frame as a message.
     ///
     /// - Throws: `MusterError` `.connectionFailed` when the coordinator closed the connection first.
-    public static func firstMessage(_ inbound: NIOAsyncChannelInboundStream<ByteBuffer>) async throws -> (Envelope, Message) {
+    public static func firstMessage(_ inbound: NIOAsyncChannelInboundStream<ByteBuffer>) async throws -> (
+        Envelope, Message
+    ) {
         for try await frame in inbound {
             let envelope = try Envelope(frame: frame)
             return (envelope, try Message(envelope))

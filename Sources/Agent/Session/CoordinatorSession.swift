@@ -20,7 +20,8 @@ public final class CoordinatorSession: Service {
         public var maxFrameBytes: Int
 
         public init(
-            stateDirectory: String, backoff: Backoff = Backoff(), minimumHeartbeatInterval: Duration = .milliseconds(100),
+            stateDirectory: String, backoff: Backoff = Backoff(),
+            minimumHeartbeatInterval: Duration = .milliseconds(100),
             maxFrameBytes: Int = FrameDecoder.defaultMaximumFrameBytes
         ) {
             self.stateDirectory = stateDirectory
@@ -56,7 +57,8 @@ public final class CoordinatorSession: Service {
     public func run() async throws {
         // Fail fast (before the service group settles) when the host has not joined.
         let identity = try NodeIdentity.load(stateDirectory: configuration.stateDirectory)
-        logger.info("agent starting", metadata: ["node": "\(identity.nodeID)", "coordinator": "\(identity.coordinator)"])
+        logger.info(
+            "agent starting", metadata: ["node": "\(identity.nodeID)", "coordinator": "\(identity.coordinator)"])
         do {
             try await cancelWhenGracefulShutdown {
                 try await self.loop(identity: identity)
@@ -173,13 +175,16 @@ public final class CoordinatorSession: Service {
                             self.logger.notice("ignoring unknown message type from the coordinator: \(envelope.type)")
                             try await outbound.write(
                                 try Message.error(
-                                    ErrorMessage(code: .protocolError, message: "unknown message type '\(envelope.type)'")
+                                    ErrorMessage(
+                                        code: .protocolError, message: "unknown message type '\(envelope.type)'")
                                 ).envelope(id: envelope.id))
                             continue
                         }
                         action = machine.received(try Message(envelope), now: Date())
                     }
-                    if let end = try await self.perform(action, outbound: outbound, interval: interval, identity: &identity) {
+                    if let end = try await self.perform(
+                        action, outbound: outbound, interval: interval, identity: &identity)
+                    {
                         return end
                     }
                 }
@@ -220,9 +225,11 @@ public final class CoordinatorSession: Service {
             return nil
         case .sendHeartbeatAndRenew:
             try await sendHeartbeat(outbound)
-            let csr = try MusterPKI.makeCSR(key: identity.privateKey, commonName: identity.nodeID.uuidString.lowercased())
+            let csr = try MusterPKI.makeCSR(
+                key: identity.privateKey, commonName: identity.nodeID.uuidString.lowercased())
             try await outbound.write(try Message.renewCertificate(RenewCertificate(csrPEM: csr)).envelope())
-            logger.info("requested certificate renewal", metadata: ["notAfter": "\(identity.certificate.notValidAfter)"])
+            logger.info(
+                "requested certificate renewal", metadata: ["notAfter": "\(identity.certificate.notValidAfter)"])
             return nil
         case .storeCertificate(let pem, _):
             let certificate = try PEM.certificate(from: pem)

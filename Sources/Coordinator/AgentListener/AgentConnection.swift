@@ -49,7 +49,8 @@ struct AgentConnection {
                         if machine == nil {
                             // The verification callback ran before the handshake completed, so the identity is set.
                             guard let identity = peer.value else {
-                                try await reject(outbound, .certificateRejected, "no verified client certificate", replyTo: nil)
+                                try await reject(
+                                    outbound, .certificateRejected, "no verified client certificate", replyTo: nil)
                                 return
                             }
                             machine = ConnectionStateMachine(identity: identity)
@@ -224,8 +225,11 @@ struct AgentConnection {
                 tokenID: request.tokenID, secret: request.secret, facts: request.facts, now: Date())
         } catch {
             logger.notice(
-                "join refused", metadata: ["token": "\(request.tokenID)", "host": "\(request.facts.hostname)",
-                                           "error": "\(error)"])
+                "join refused",
+                metadata: [
+                    "token": "\(request.tokenID)", "host": "\(request.facts.hostname)",
+                    "error": "\(error)",
+                ])
             try await replyDirectoryFailure(error, outbound: outbound, replyTo: replyTo)
             return
         }
@@ -268,7 +272,8 @@ struct AgentConnection {
     ) async throws {
         logger.notice("sending error frame", metadata: ["code": "\(code)", "message": "\(text)"])
         try await outbound.write(
-            try Message.error(ErrorMessage(code: code, message: text, hint: hint)).envelope(id: replyTo ?? Envelope.makeID()))
+            try Message.error(ErrorMessage(code: code, message: text, hint: hint)).envelope(
+                id: replyTo ?? Envelope.makeID()))
     }
 }
 

@@ -68,7 +68,9 @@ public final class AgentListener: Service {
     private let bindState = Mutex(BindState())
     private let connectionCounter = Atomic<UInt64>(0)
 
-    public init(configuration: Configuration, authority: CertificateAuthority, directory: any NodeDirectory, logger: Logger) {
+    public init(
+        configuration: Configuration, authority: CertificateAuthority, directory: any NodeDirectory, logger: Logger
+    ) {
         self.configuration = configuration
         self.authority = authority
         self.directory = directory

@@ -35,7 +35,9 @@ struct ConnectionStateMachine: Sendable {
     private(set) var state: State
     let supportedVersions: [ProtocolVersion]
 
-    init(identity: CertificateAuthority.ClientIdentity, supportedVersions: [ProtocolVersion] = ProtocolVersion.supported) {
+    init(
+        identity: CertificateAuthority.ClientIdentity, supportedVersions: [ProtocolVersion] = ProtocolVersion.supported
+    ) {
         switch identity {
         case .bootstrap: state = .awaitingJoin
         case .admin: state = .adminOnly

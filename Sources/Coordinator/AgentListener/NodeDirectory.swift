@@ -1,6 +1,7 @@
+import Shared
+
 import struct Foundation.Date
 import struct Foundation.UUID
-import Shared
 
 /// A node as the store knows it.
 public struct NodeRecord: Sendable, Equatable, Codable {

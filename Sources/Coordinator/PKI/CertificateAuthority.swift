@@ -135,7 +135,8 @@ public final class CertificateAuthority: Sendable {
             let cert = try PEM.certificate(from: try SecureFile.read(paths.serverCertificate))
             let covered = coveredNames(cert)
             let fresh = cert.notValidAfter > now.addingTimeInterval(30 * 86400)
-            let signedByCA = cert.issuer == caCertificate.subject
+            let signedByCA =
+                cert.issuer == caCertificate.subject
                 && caCertificate.publicKey.isValidSignature(cert.signature, for: cert)
             if fresh, signedByCA, cert.publicKey == Certificate.PublicKey(key.publicKey),
                 Set(names).isSubset(of: covered.names), Set(addresses).isSubset(of: covered.addresses)
@@ -151,7 +152,8 @@ public final class CertificateAuthority: Sendable {
             let cert = try makeServerCertificate(
                 key: key, names: names, addresses: addresses, caCertificate: caCertificate, caKey: caKey, now: now)
             try SecureFile.write(key.pemRepresentation, to: paths.serverKey, mode: 0o600)
-            try SecureFile.write(try PEM.encode(cert) + PEM.encode(caCertificate), to: paths.serverCertificate, mode: 0o644)
+            try SecureFile.write(
+                try PEM.encode(cert) + PEM.encode(caCertificate), to: paths.serverCertificate, mode: 0o644)
             logger.info(
                 "issued coordinator server certificate",
                 metadata: ["names": "\(names)", "addresses": "\(addresses)"])
@@ -178,7 +180,8 @@ public final class CertificateAuthority: Sendable {
         // Module signing key
         let moduleKey: Curve25519.Signing.PrivateKey
         if fm.fileExists(atPath: paths.moduleSigningKey) {
-            moduleKey = try Ed25519PEM.privateKey(from: try SecureFile.read(paths.moduleSigningKey), path: paths.moduleSigningKey)
+            moduleKey = try Ed25519PEM.privateKey(
+                from: try SecureFile.read(paths.moduleSigningKey), path: paths.moduleSigningKey)
         } else {
             moduleKey = Curve25519.Signing.PrivateKey()
             try SecureFile.write(Ed25519PEM.encode(moduleKey), to: paths.moduleSigningKey, mode: 0o600)
@@ -311,7 +314,9 @@ public final class CertificateAuthority: Sendable {
         try NIOSSLCertificate(bytes: try PEM.der(certificate), format: .der)
     }
 
-    private static func sanList(serverNames: [String], serverAddresses: [String]) -> (names: [String], addresses: [String]) {
+    private static func sanList(serverNames: [String], serverAddresses: [String]) -> (
+        names: [String], addresses: [String]
+    ) {
         var names: [String] = [MusterPKI.coordinatorServerName, "localhost"]
         var addresses: [String] = ["127.0.0.1", "::1"]
         let host = localHostname()
@@ -407,7 +412,9 @@ public final class CertificateAuthority: Sendable {
             }
             var sans: [GeneralName] = names.map { .dnsName($0) }
             for address in addresses {
-                if let bytes = ipBytes(address) { sans.append(.ipAddress(ASN1OctetString(contentBytes: ArraySlice(bytes)))) }
+                if let bytes = ipBytes(address) {
+                    sans.append(.ipAddress(ASN1OctetString(contentBytes: ArraySlice(bytes))))
+                }
             }
             let publicKey = Certificate.PublicKey(key.publicKey)
             let alternativeNames = SubjectAlternativeNames(sans)

@@ -18,7 +18,8 @@ enum Ed25519PEM {
 
     static func privateKey(from pem: String, path: String) throws -> Curve25519.Signing.PrivateKey {
         let body = pem.split(separator: "\n").filter { !$0.hasPrefix("-----") }.joined()
-        guard let der = Data(base64Encoded: body), der.count == prefix.count + 32, Array(der.prefix(prefix.count)) == prefix
+        guard let der = Data(base64Encoded: body), der.count == prefix.count + 32,
+            Array(der.prefix(prefix.count)) == prefix
         else {
             throw MusterError(.invalidInput, "\(path) is not an Ed25519 private key in PKCS#8 PEM")
         }

@@ -1,5 +1,5 @@
-import Foundation
 import Crypto
+import Foundation
 
 /// SHA-256 pin of a CA certificate's SubjectPublicKeyInfo (DER), as carried in join tokens.
 public struct CAPin: Hashable, Sendable, CustomStringConvertible {

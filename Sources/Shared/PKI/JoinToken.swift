@@ -1,5 +1,5 @@
-import Foundation
 import Crypto
+import Foundation
 
 /// A join token: `mst1.<id>.<secret>.<ca-pin-hex>`.
 ///
@@ -33,7 +33,8 @@ public struct JoinToken: Sendable, Equatable, CustomStringConvertible {
         let parts = text.trimmingWhitespace().split(separator: ".", omittingEmptySubsequences: false)
         guard parts.count == 4 else {
             throw MusterError(
-                .tokenMalformed, "the join token must have 4 dot-separated parts (mst1.ID.SECRET.PIN), got \(parts.count)",
+                .tokenMalformed,
+                "the join token must have 4 dot-separated parts (mst1.ID.SECRET.PIN), got \(parts.count)",
                 hint: "copy the whole token printed by `muster token create`")
         }
         guard parts[0] == Self.prefix else {

@@ -33,7 +33,8 @@ public enum MusterPKI {
         } catch let error as MusterError {
             throw error
         } catch {
-            throw MusterError(.internal, "could not create a certificate signing request", cause: UnderlyingError(error))
+            throw MusterError(
+                .internal, "could not create a certificate signing request", cause: UnderlyingError(error))
         }
     }
 

@@ -54,7 +54,8 @@ public enum PEM {
         do {
             return try CertificateSigningRequest(pemEncoded: text)
         } catch {
-            throw MusterError(.invalidInput, "the certificate signing request is not valid PEM", cause: UnderlyingError(error))
+            throw MusterError(
+                .invalidInput, "the certificate signing request is not valid PEM", cause: UnderlyingError(error))
         }
     }
 

@@ -1,7 +1,7 @@
 import Foundation
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Atomic writes of small files (keys, certificates, identity) with an explicit mode.
@@ -14,7 +14,8 @@ public enum SecureFile {
     public static func write(_ contents: String, to path: String, mode: mode_t) throws {
         let bytes = Array(contents.utf8)
         let directory = (path as NSString).deletingLastPathComponent
-        let temp = "\(directory.isEmpty ? "." : directory)/.\((path as NSString).lastPathComponent).\(UInt32.random(in: 0...UInt32.max)).tmp"
+        let temp =
+            "\(directory.isEmpty ? "." : directory)/.\((path as NSString).lastPathComponent).\(UInt32.random(in: 0...UInt32.max)).tmp"
         let fd = open(temp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode)
         guard fd >= 0 else { throw ioError("create", temp) }
         var ok = true

@@ -5,15 +5,14 @@ import NIOCore
 import NIOPosix
 import NIOSSL
 import PostgresNIO
-
 import Synchronization
 import TestSupport
 import Testing
 import X509
 
 @testable import Agent
-@testable import Shared
 @testable import Coordinator
+@testable import Shared
 
 /// An in-process coordinator for agent-channel tests: the real ``CertificateAuthority`` in a temp dir, the real
 /// ``NodeStore``/``TokenStore`` on a fresh database of the harness's PostgreSQL, and a real ``AgentListener`` on
@@ -35,7 +34,9 @@ struct ChannelFixture: Sendable {
     }()
 
     static func temporaryDirectory(_ prefix: String) throws -> String {
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent("muster-\(prefix)-\(UUID().uuidString.prefix(8))").path
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "muster-\(prefix)-\(UUID().uuidString.prefix(8))"
+        ).path
         try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
         return path
     }

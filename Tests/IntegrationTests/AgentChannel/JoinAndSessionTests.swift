@@ -20,15 +20,17 @@ struct JoinAndSessionTests {
             // Identity on disk: key 0600, node id, CA = the cluster's.
             let paths = NodeIdentity.Paths(stateDirectory: stateDirectory)
             #expect(SecureFile.mode(of: paths.key) == 0o600)
-            #expect(try SecureFile.read(paths.nodeID).trimmingCharacters(in: .whitespacesAndNewlines)
-                == identity.nodeID.uuidString.lowercased())
+            #expect(
+                try SecureFile.read(paths.nodeID).trimmingCharacters(in: .whitespacesAndNewlines)
+                    == identity.nodeID.uuidString.lowercased())
             #expect(identity.caCertificate == fx.authority.caCertificate)
             #expect(MusterPKI.commonName(of: identity.certificate.subject) == identity.nodeID.uuidString.lowercased())
             #expect(try await fx.nodes.show(id: identity.nodeID).state == .joining)
             let firstCertificate = try SecureFile.read(paths.certificate)
 
             let session = CoordinatorSession(
-                configuration: .init(stateDirectory: stateDirectory, backoff: Backoff(base: .milliseconds(50), cap: .milliseconds(200))),
+                configuration: .init(
+                    stateDirectory: stateDirectory, backoff: Backoff(base: .milliseconds(50), cap: .milliseconds(200))),
                 logger: fx.logger)
             try await withThrowingTaskGroup(of: Void.self) { group in
                 group.addTask { try await session.run() }
@@ -99,7 +101,8 @@ struct JoinAndSessionTests {
         try await ChannelFixture.with { fx in
             let (identity, stateDirectory) = try await fx.join(try await fx.token())
             let session = CoordinatorSession(
-                configuration: .init(stateDirectory: stateDirectory, backoff: Backoff(base: .milliseconds(50), cap: .milliseconds(200))),
+                configuration: .init(
+                    stateDirectory: stateDirectory, backoff: Backoff(base: .milliseconds(50), cap: .milliseconds(200))),
                 logger: fx.logger)
             let outcome = try await withThrowingTaskGroup(of: MusterError?.self) { group in
                 group.addTask {

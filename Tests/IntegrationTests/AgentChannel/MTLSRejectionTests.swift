@@ -22,7 +22,8 @@ struct MTLSRejectionTests {
                 directory: rogueDirectory, serverNames: [], serverAddresses: [], logger: fx.logger)
             let stub = RecordingNodeDirectoryStub()
             let rogue = AgentListener(
-                configuration: .init(host: "127.0.0.1", port: 0), authority: rogueCA, directory: stub, logger: fx.logger)
+                configuration: .init(host: "127.0.0.1", port: 0), authority: rogueCA, directory: stub, logger: fx.logger
+            )
             let token = try await fx.token(uses: 1)
             try await withThrowingTaskGroup(of: Void.self) { group in
                 group.addTask { try await rogue.run() }
@@ -69,8 +70,11 @@ struct MTLSRejectionTests {
         try await ChannelFixture.with { fx in
             let result = try PostgresHarness.run(
                 "/usr/bin/timeout",
-                ["5", "/usr/bin/openssl", "s_client", "-connect", "127.0.0.1:\(fx.address.port)", "-tls1_3", "-brief",
-                 "-ign_eof"])
+                [
+                    "5", "/usr/bin/openssl", "s_client", "-connect", "127.0.0.1:\(fx.address.port)", "-tls1_3",
+                    "-brief",
+                    "-ign_eof",
+                ])
             #expect(result.output.contains("certificate required"), "\(result.output)")
             let tls12 = try PostgresHarness.run(
                 "/usr/bin/timeout",
@@ -109,7 +113,10 @@ struct MTLSRejectionTests {
 
             // Unknown type: error reply with the request's id, and the connection stays usable.
             (frames, closed) = try await exchange(
-                [RawClient.frame(#"{"v":1,"id":"u-1","type":"teleport","body":{}}"#), try RawClient.frame(hello, id: "h-1")],
+                [
+                    RawClient.frame(#"{"v":1,"id":"u-1","type":"teleport","body":{}}"#),
+                    try RawClient.frame(hello, id: "h-1"),
+                ],
                 expect: 2)
             #expect(frames.count == 2)
             #expect(try errorCode(frames.first) == "PROTOCOL_ERROR")
@@ -120,7 +127,11 @@ struct MTLSRejectionTests {
 
             // Wrong protocol version in hello: an error naming both sides, then close.
             (frames, closed) = try await exchange(
-                [try RawClient.frame(.hello(Hello(nodeID: identity.nodeID, agentVersion: "t", protocolVersions: [ProtocolVersion(99)])))],
+                [
+                    try RawClient.frame(
+                        .hello(
+                            Hello(nodeID: identity.nodeID, agentVersion: "t", protocolVersions: [ProtocolVersion(99)])))
+                ],
                 expect: 2)
             #expect(try errorCode(frames.first) == "PROTOCOL_VERSION")
             if let first = frames.first, case .error(let body) = try Message(first) {
@@ -129,7 +140,8 @@ struct MTLSRejectionTests {
             #expect(closed)
 
             // Wrong envelope version.
-            (frames, closed) = try await exchange([RawClient.frame(#"{"v":7,"id":"x","type":"hello","body":{}}"#)], expect: 2)
+            (frames, closed) = try await exchange(
+                [RawClient.frame(#"{"v":7,"id":"x","type":"hello","body":{}}"#)], expect: 2)
             #expect(try errorCode(frames.first) == "PROTOCOL_VERSION")
             #expect(closed)
 
