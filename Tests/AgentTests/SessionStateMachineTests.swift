@@ -53,10 +53,14 @@ struct SessionStateMachineTests {
         _ = sm.connected()
         _ = sm.received(welcome(), now: Self.t0)
         #expect(sm.renewalDate == Self.t0.addingTimeInterval(2000))
+        let ack = Message.heartbeatAck(HeartbeatAck(heartbeatInterval: .seconds(10)))
         #expect(sm.heartbeatDue(now: Self.t0.addingTimeInterval(1999)) == .sendHeartbeat)
+        _ = sm.received(ack, now: Self.t0)
         #expect(sm.heartbeatDue(now: Self.t0.addingTimeInterval(2000)) == .sendHeartbeatAndRenew)
+        _ = sm.received(ack, now: Self.t0)
         // Pending: not requested again on the next beat.
         #expect(sm.heartbeatDue(now: Self.t0.addingTimeInterval(2010)) == .sendHeartbeat)
+        _ = sm.received(ack, now: Self.t0)
         let notAfter = Self.t0.addingTimeInterval(5000)
         #expect(
             sm.received(
@@ -136,5 +140,25 @@ struct SessionStateMachineTests {
         #expect(
             sm.received(.heartbeatAck(HeartbeatAck(heartbeatInterval: .seconds(1))), now: Self.t0)
                 == .reconnect(after: .seconds(1)))
+    }
+
+    @Test func silentCoordinatorIsDetectedAfterThreeUnansweredHeartbeats() {
+        var sm = machine()
+        _ = sm.start()
+        _ = sm.connected()
+        _ = sm.received(welcome(), now: Self.t0)  // first heartbeat goes out with startHeartbeats
+        #expect(sm.heartbeatDue(now: Self.t0) == .sendHeartbeat)
+        #expect(sm.heartbeatDue(now: Self.t0) == .sendHeartbeat)
+        #expect(sm.heartbeatDue(now: Self.t0) == .reconnect(after: .seconds(1)))
+        #expect(sm.state == .disconnected)
+        // An ack in time resets the count.
+        var healthy = machine()
+        _ = healthy.start()
+        _ = healthy.connected()
+        _ = healthy.received(welcome(), now: Self.t0)
+        for _ in 0..<10 {
+            #expect(healthy.heartbeatDue(now: Self.t0) == .sendHeartbeat)
+            _ = healthy.received(.heartbeatAck(HeartbeatAck(heartbeatInterval: .seconds(10))), now: Self.t0)
+        }
     }
 }

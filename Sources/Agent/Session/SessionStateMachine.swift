@@ -62,6 +62,10 @@ public struct SessionStateMachine: Sendable {
     public private(set) var certificateNotBefore: Date
     public private(set) var certificateNotAfter: Date
     private var renewalPending = false
+    /// Heartbeats sent since the last `heartbeatAck`; too many means the coordinator is gone without a TCP reset.
+    public private(set) var unacknowledgedHeartbeats = 0
+    /// After this many unanswered heartbeats the connection is considered dead and re-established.
+    public static let maximumUnacknowledgedHeartbeats = 3
 
     public init(
         nodeID: UUID, agentVersion: String, certificateNotBefore: Date, certificateNotAfter: Date,
@@ -98,9 +102,11 @@ public struct SessionStateMachine: Sendable {
             state = .established
             failures = 0
             renewalPending = false
+            unacknowledgedHeartbeats = 1  // startHeartbeats sends the first one at once
             heartbeatInterval = max(minimumHeartbeatInterval, welcome.heartbeatInterval)
             return .startHeartbeats(interval: heartbeatInterval)
         case (.established, .heartbeatAck(let ack)):
+            unacknowledgedHeartbeats = 0
             let interval = max(minimumHeartbeatInterval, ack.heartbeatInterval)
             guard interval != heartbeatInterval else { return .none }
             heartbeatInterval = interval
@@ -123,6 +129,13 @@ public struct SessionStateMachine: Sendable {
     /// The heartbeat timer fired.
     public mutating func heartbeatDue(now: Date) -> Action {
         guard state == .established else { return .none }
+        guard unacknowledgedHeartbeats < Self.maximumUnacknowledgedHeartbeats else {
+            return connectionLost(
+                MusterError(
+                    .timeout, "the coordinator answered none of the last \(unacknowledgedHeartbeats) heartbeats"),
+                unitRandom: 1)
+        }
+        unacknowledgedHeartbeats += 1
         if !renewalPending, now >= renewalDate {
             renewalPending = true
             return .sendHeartbeatAndRenew
