@@ -11,14 +11,17 @@ public struct AgentConfiguration: Sendable {
     /// Reconnect backoff (full jitter).
     public var backoff: Backoff
     public var maxFrameBytes: Int
+    /// Tasks run at the same time; further deliveries wait.
+    public var taskConcurrency: Int
 
     public static let defaultStateDirectory = "/var/lib/muster"
 
     public init(
         stateDirectory: String = Self.defaultStateDirectory, logLevel: Logger.Level = .info,
         minimumHeartbeatInterval: Duration = .milliseconds(100), backoff: Backoff = Backoff(),
-        maxFrameBytes: Int = FrameDecoder.defaultMaximumFrameBytes
+        maxFrameBytes: Int = FrameDecoder.defaultMaximumFrameBytes, taskConcurrency: Int = 4
     ) {
+        self.taskConcurrency = taskConcurrency
         self.stateDirectory = stateDirectory
         self.logLevel = logLevel
         self.minimumHeartbeatInterval = minimumHeartbeatInterval

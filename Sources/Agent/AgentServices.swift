@@ -1,5 +1,6 @@
 import Logging
 import ServiceLifecycle
+import Shared
 import UnixSignals
 
 /// Builds the agent daemon: the services of `muster-agent run` in one `ServiceGroup` that shuts down
@@ -10,16 +11,33 @@ public enum AgentServices {
         public var session: CoordinatorSession
     }
 
-    public static func make(configuration: AgentConfiguration, logger: Logger) -> Assembly {
+    /// - Throws: ``MusterError`` `.io` when the task journal cannot be opened.
+    public static func make(configuration: AgentConfiguration, logger: Logger) throws -> Assembly {
+        let runner = try makeTaskRunner(configuration: configuration, logger: logger)
         let session = CoordinatorSession(
             configuration: CoordinatorSession.Configuration(
                 stateDirectory: configuration.stateDirectory, backoff: configuration.backoff,
                 minimumHeartbeatInterval: configuration.minimumHeartbeatInterval,
                 maxFrameBytes: configuration.maxFrameBytes),
-            logger: logger)
+            tasks: runner, logger: logger)
         let group = ServiceGroup(
             configuration: ServiceGroupConfiguration(
-                services: [.init(service: session)], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+                services: [.init(service: runner), .init(service: session)],
+                gracefulShutdownSignals: [.sigterm, .sigint],
+                logger: logger))
         return Assembly(group: group, session: session)
+    }
+
+    /// The task runner with every task kind this agent implements, journaling under the state directory.
+    public static func makeTaskRunner(configuration: AgentConfiguration, logger: Logger) throws -> TaskRunner {
+        var taskLogger = logger
+        taskLogger[metadataKey: "component"] = "tasks"
+        return TaskRunner(
+            configuration: .init(concurrency: configuration.taskConcurrency),
+            journal: try TaskJournal(stateDirectory: configuration.stateDirectory),
+            handlers: [
+                .checkHealth: CheckHealth(collector: HealthCollector(stateDirectory: configuration.stateDirectory))
+            ],
+            logger: taskLogger)
     }
 }

@@ -135,6 +135,10 @@ struct CoordinatorCore: Service {
         let tokens = TokenStore(database: database, logger: logger)
         let heartbeats = configuration.heartbeats
 
+        var taskLogger = logger
+        taskLogger[metadataKey: "component"] = "tasks"
+        let dispatcher = TaskDispatcher(store: TaskStore(database: database, logger: taskLogger), logger: taskLogger)
+
         var listenerLogger = logger
         listenerLogger[metadataKey: "component"] = "agent-listener"
         let listener = AgentListener(
@@ -142,7 +146,7 @@ struct CoordinatorCore: Service {
                 host: configuration.agentListen.host, port: configuration.agentListen.port,
                 heartbeatBudgetPerSecond: heartbeats.budgetPerSecond,
                 minimumHeartbeatInterval: heartbeats.minimumInterval),
-            authority: authority, directory: nodes, logger: listenerLogger)
+            authority: authority, directory: nodes, tasks: dispatcher, logger: listenerLogger)
 
         let advertised = configuration.advertisedHost
         let agentListen = configuration.agentListen
@@ -153,7 +157,7 @@ struct CoordinatorCore: Service {
                 return CoordinatorConfiguration.ListenAddress(host: advertised, port: port).description
             },
             sessionCount: { await listener.sessionCount() },
-            disconnect: { id in _ = await listener.disconnect(nodeID: id) })
+            disconnect: { id in _ = await listener.disconnect(nodeID: id) }, dispatcher: dispatcher)
         let adminPort = AsyncStream<Int>.makeStream()
         var adminLogger = logger
         adminLogger[metadataKey: "component"] = "admin-api"
@@ -186,6 +190,7 @@ struct CoordinatorCore: Service {
             configuration: .init(
                 services: [
                     .init(service: listener), .init(service: admin), .init(service: flusher), .init(service: sweeper),
+                    .init(service: dispatcher),
                     .init(service: reporter, successTerminationBehavior: .ignore),
                 ],
                 logger: logger))

@@ -44,10 +44,13 @@ public final class CoordinatorSession: Service {
     public let configuration: Configuration
     let logger: Logger
     let health: HealthCollector
+    /// Runs the tasks the coordinator assigns (`nil`: assignments are answered with a failed result).
+    public let tasks: TaskRunner?
     private let statusBox = Mutex(Status())
 
-    public init(configuration: Configuration, logger: Logger) {
+    public init(configuration: Configuration, tasks: TaskRunner? = nil, logger: Logger) {
         self.configuration = configuration
+        self.tasks = tasks
         self.logger = logger
         self.health = HealthCollector(stateDirectory: configuration.stateDirectory)
     }
@@ -153,11 +156,14 @@ public final class CoordinatorSession: Service {
                     }
                 }
                 defer {
+                    self.tasks?.detach()
                     group.cancelAll()
                     continuation.finish()
                 }
+                let finished = self.tasks?.unacknowledgedTaskIDs ?? []
                 if let end = try await self.perform(
-                    machine.connected(), outbound: outbound, interval: interval, identity: &identity)
+                    machine.connected(finishedTaskIDs: finished), outbound: outbound, interval: interval,
+                    identity: &identity)
                 {
                     return end
                 }
@@ -214,6 +220,29 @@ public final class CoordinatorSession: Service {
             }
             logger.info("session established", metadata: ["heartbeatInterval": "\(every)"])
             try await sendHeartbeat(outbound)
+            // Task messages share the connection; a write after it closed fails and the journal keeps the result.
+            await tasks?.attach { message in
+                _ = try? await outbound.write(try message.envelope())
+            }
+            return nil
+        case .runTask(let assign):
+            if let tasks {
+                await tasks.deliver(assign)
+            } else {
+                let failure = TaskFailure(code: .invalidInput, message: "this agent runs no tasks")
+                try await outbound.write(
+                    try Message.taskResult(
+                        TaskResult(
+                            taskID: assign.taskID, attempt: assign.attempt, outcome: .failed, error: failure,
+                            finishedAt: Date())
+                    ).envelope())
+            }
+            return nil
+        case .cancelTask(let taskID):
+            tasks?.cancel(taskID)
+            return nil
+        case .acknowledgeResult(let taskID):
+            tasks?.acknowledge(taskID)
             return nil
         case .updateHeartbeatInterval(let every):
             interval.value.withLock { $0 = every }

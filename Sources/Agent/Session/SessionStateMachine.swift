@@ -30,6 +30,12 @@ public struct SessionStateMachine: Sendable {
         case storeCertificate(pem: String, notAfter: Date)
         /// Close the connection and connect again after the delay.
         case reconnect(after: Duration)
+        /// Hand a task to the task runner.
+        case runTask(AssignTask)
+        /// Stop a task.
+        case cancelTask(UUID)
+        /// The coordinator stored a task result; stop re-sending it.
+        case acknowledgeResult(UUID)
         /// Give up for good (forgotten node, incompatible versions); the agent exits with this error.
         case stop(StopReason)
     }
@@ -90,10 +96,11 @@ public struct SessionStateMachine: Sendable {
         return .connect
     }
 
-    public mutating func connected() -> Action {
+    /// - Parameter finishedTaskIDs: Finished tasks whose results the coordinator has not acknowledged yet.
+    public mutating func connected(finishedTaskIDs: [UUID] = []) -> Action {
         guard state == .connecting else { return .none }
         state = .awaitingWelcome
-        return .sendHello(Hello(nodeID: nodeID, agentVersion: agentVersion))
+        return .sendHello(Hello(nodeID: nodeID, agentVersion: agentVersion, finishedTaskIDs: finishedTaskIDs))
     }
 
     public mutating func received(_ message: Message, now: Date) -> Action {
@@ -116,6 +123,12 @@ public struct SessionStateMachine: Sendable {
             certificateNotBefore = now
             certificateNotAfter = renewed.notAfter
             return .storeCertificate(pem: renewed.certificatePEM, notAfter: renewed.notAfter)
+        case (.established, .assignTask(let assign)):
+            return .runTask(assign)
+        case (.established, .cancelTask(let cancel)):
+            return .cancelTask(cancel.taskID)
+        case (.established, .taskResultAck(let ack)):
+            return .acknowledgeResult(ack.taskID)
         case (_, .error(let body)):
             return errorFrame(body, now: now)
         case (.stopped, _):

@@ -19,12 +19,20 @@ public struct AdminDependencies: Sendable {
     /// Drops a node's live session (after it was forgotten).
     public var disconnect: @Sendable (UUID) async -> Void
     public var now: @Sendable () -> Date
+    /// Tasks in the store.
+    public var tasks: TaskStore
+    /// Delivers new tasks at once when this coordinator holds the node's session (`nil`: the next tick of
+    /// whichever coordinator holds it does).
+    public var dispatcher: TaskDispatcher?
 
     public init(
         database: Database, nodes: NodeStore, tokens: TokenStore, caPin: CAPin,
         joinAddress: @escaping @Sendable () async -> String, sessionCount: @escaping @Sendable () async -> Int,
-        disconnect: @escaping @Sendable (UUID) async -> Void = { _ in }, now: @escaping @Sendable () -> Date = { Date() }
+        disconnect: @escaping @Sendable (UUID) async -> Void = { _ in }, now: @escaping @Sendable () -> Date = { Date() },
+        tasks: TaskStore? = nil, dispatcher: TaskDispatcher? = nil
     ) {
+        self.tasks = tasks ?? dispatcher?.store ?? TaskStore(database: database, logger: database.logger)
+        self.dispatcher = dispatcher
         self.database = database
         self.nodes = nodes
         self.tokens = tokens
@@ -52,6 +60,7 @@ public enum AdminRouter {
         let v1 = router.group("v1").add(middleware: AdminAuthMiddleware(peerCertificate: peerCertificate))
         TokensRoutes(dependencies: dependencies).register(on: v1)
         NodesRoutes(dependencies: dependencies).register(on: v1)
+        TasksRoutes(dependencies: dependencies).register(on: v1)
         return router
     }
 }

@@ -71,6 +71,7 @@ struct AgentConnection {
         timer.cancel()
         if let sessionNode {
             await listener.registry.close(nodeID: sessionNode, connectionID: id)
+            await listener.tasks?.sessionClosed(nodeID: sessionNode, connectionID: id)
             logger.info("node session closed", metadata: ["node": "\(sessionNode)"])
         }
     }
@@ -172,6 +173,18 @@ struct AgentConnection {
                 try Message.welcome(
                     Welcome(nodeID: nodeID, protocolVersion: version, heartbeatInterval: interval, serverTime: Date())
                 ).envelope(id: envelope.id))
+            // Only after `welcome`: the agent takes tasks once its session is established.
+            await listener.tasks?.sessionOpened(nodeID: nodeID, connectionID: id, hello: hello, outbound: outbound)
+            return true
+
+        case .task(let nodeID, let message):
+            guard let tasks = listener.tasks else {
+                try await reject(outbound, .protocolError, "this coordinator does not run tasks", replyTo: envelope.id)
+                return true
+            }
+            if let reply = await tasks.received(message, nodeID: nodeID, connectionID: id) {
+                try await outbound.write(try reply.envelope(id: envelope.id))
+            }
             return true
 
         case .heartbeat(let nodeID, let report):

@@ -56,6 +56,8 @@ public final class AgentListener: Service {
     public let configuration: Configuration
     let authority: CertificateAuthority
     let directory: any NodeDirectory
+    /// Delivers tasks over node sessions and records their messages (`nil`: the listener refuses task messages).
+    let tasks: (any TaskSessionHandler)?
     let logger: Logger
     let registry = SessionRegistry()
 
@@ -69,11 +71,13 @@ public final class AgentListener: Service {
     private let connectionCounter = Atomic<UInt64>(0)
 
     public init(
-        configuration: Configuration, authority: CertificateAuthority, directory: any NodeDirectory, logger: Logger
+        configuration: Configuration, authority: CertificateAuthority, directory: any NodeDirectory,
+        tasks: (any TaskSessionHandler)? = nil, logger: Logger
     ) {
         self.configuration = configuration
         self.authority = authority
         self.directory = directory
+        self.tasks = tasks
         self.logger = logger
     }
 

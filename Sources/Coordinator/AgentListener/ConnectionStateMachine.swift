@@ -26,6 +26,8 @@ struct ConnectionStateMachine: Sendable {
         case heartbeat(nodeID: UUID, report: HealthReport)
         /// Sign the CSR, record it, answer `certificateRenewed`.
         case renewCertificate(nodeID: UUID, csrPEM: String)
+        /// A task message of the node's agent (`taskAccepted`, `taskProgress`, `taskResult`): record it.
+        case task(nodeID: UUID, Message)
         /// The peer reported an error; log it.
         case logPeerError(ErrorMessage)
         /// Answer with an error frame; close afterwards when `close` is set.
@@ -98,6 +100,9 @@ struct ConnectionStateMachine: Sendable {
             return .heartbeat(nodeID: nodeID, report: heartbeat.report)
         case (.established(let nodeID, _), .renewCertificate(let request)):
             return .renewCertificate(nodeID: nodeID, csrPEM: request.csrPEM)
+        case (.established(let nodeID, _), .taskAccepted), (.established(let nodeID, _), .taskProgress),
+            (.established(let nodeID, _), .taskResult):
+            return .task(nodeID: nodeID, message)
         case (.established, _):
             state = .closed
             return .reject(

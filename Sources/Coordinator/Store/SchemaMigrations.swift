@@ -77,7 +77,39 @@ public enum SchemaMigrations {
                     details jsonb NOT NULL DEFAULT '{}'
                 )
                 """,
-            ])
+            ]),
+        Migration(
+            version: 2, name: "tasks",
+            statements: [
+                """
+                CREATE TABLE tasks (
+                    id uuid PRIMARY KEY,
+                    node_id uuid NOT NULL REFERENCES nodes(id),
+                    kind text NOT NULL,
+                    spec jsonb NOT NULL DEFAULT '{}',
+                    state text NOT NULL,
+                    attempts integer NOT NULL DEFAULT 0,
+                    max_attempts integer NOT NULL,
+                    lease_owner text,
+                    lease_expires_at timestamptz,
+                    not_before timestamptz,
+                    progress jsonb,
+                    result jsonb,
+                    error jsonb,
+                    workflow_id uuid,
+                    step_index integer,
+                    created_at timestamptz NOT NULL,
+                    updated_at timestamptz NOT NULL,
+                    finished_at timestamptz
+                )
+                """,
+                // Claiming reads a node's pending tasks; the lease sweep reads in-flight ones by expiry.
+                "CREATE INDEX tasks_claim ON tasks (node_id, state, created_at)",
+                """
+                CREATE INDEX tasks_leases ON tasks (lease_expires_at) WHERE state IN ('assigned', 'running')
+                """,
+                "CREATE INDEX tasks_workflow ON tasks (workflow_id, step_index) WHERE workflow_id IS NOT NULL",
+            ]),
     ]
 
     /// The newest version this binary knows.

@@ -31,6 +31,7 @@ public struct MusterError: Error, Sendable, CustomStringConvertible, CustomDebug
             case sourceLocked
             case sourceCorrupt
             case unitNotFound
+            case cancelled
             case io
             case `internal`
         }
@@ -62,6 +63,8 @@ public struct MusterError: Error, Sendable, CustomStringConvertible, CustomDebug
         public static let sourceLocked = Code(.sourceLocked)
         public static let sourceCorrupt = Code(.sourceCorrupt)
         public static let unitNotFound = Code(.unitNotFound)
+        /// A task was cancelled by an operator.
+        public static let cancelled = Code(.cancelled)
         public static let io = Code(.io)
         public static let `internal` = Code(.internal)
 
@@ -99,7 +102,7 @@ public struct MusterError: Error, Sendable, CustomStringConvertible, CustomDebug
                 401
             case .forbidden, .nodeForgotten: 403
             case .notFound, .unitNotFound: 404
-            case .conflict: 409
+            case .conflict, .cancelled: 409
             case .databaseUnavailable: 503
             case .timeout: 504
             default: 500

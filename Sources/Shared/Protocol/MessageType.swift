@@ -17,6 +17,12 @@ public struct MessageType: RawRepresentable, Hashable, Codable, Sendable, Custom
     public static let heartbeat = MessageType(rawValue: "heartbeat")
     /// A new CSR for the node's key, sent at 2/3 of the certificate's lifetime.
     public static let renewCertificate = MessageType(rawValue: "renewCertificate")
+    /// A task started (or is still running after a repeated delivery).
+    public static let taskAccepted = MessageType(rawValue: "taskAccepted")
+    /// How far a running task got.
+    public static let taskProgress = MessageType(rawValue: "taskProgress")
+    /// A task finished (succeeded or failed); repeated after a reconnect until acknowledged.
+    public static let taskResult = MessageType(rawValue: "taskResult")
 
     // MARK: - Coordinator → agent
 
@@ -28,6 +34,12 @@ public struct MessageType: RawRepresentable, Hashable, Codable, Sendable, Custom
     public static let heartbeatAck = MessageType(rawValue: "heartbeatAck")
     /// Answer to `renewCertificate`: the new certificate.
     public static let certificateRenewed = MessageType(rawValue: "certificateRenewed")
+    /// Run a task.
+    public static let assignTask = MessageType(rawValue: "assignTask")
+    /// Stop a running task.
+    public static let cancelTask = MessageType(rawValue: "cancelTask")
+    /// Answer to `taskResult`: stored, stop re-reporting it.
+    public static let taskResultAck = MessageType(rawValue: "taskResultAck")
 
     // MARK: - Both directions
 
@@ -37,7 +49,8 @@ public struct MessageType: RawRepresentable, Hashable, Codable, Sendable, Custom
     /// Every type this build understands.
     public static let known: Set<MessageType> = [
         .joinRequest, .hello, .heartbeat, .renewCertificate, .joinResponse, .welcome, .heartbeatAck,
-        .certificateRenewed, .error,
+        .certificateRenewed, .error, .assignTask, .cancelTask, .taskAccepted, .taskProgress, .taskResult,
+        .taskResultAck,
     ]
 
     public var isKnown: Bool { Self.known.contains(self) }

@@ -25,7 +25,13 @@ struct ChannelFixture: Sendable {
     let tokens: TokenStore
     let listener: AgentListener
     let address: CoordinatorAddress
+    /// Delivers tasks over the listener's sessions; its clock is ``clock``.
+    let dispatcher: TaskDispatcher
+    /// The dispatcher's clock: real time plus an offset tests can advance (lease expiry without waiting).
+    let clock: TestClock
     let logger: Logger
+
+    var tasks: TaskStore { dispatcher.store }
 
     static let logger: Logger = {
         var logger = Logger(label: "muster.test.channel")
@@ -44,6 +50,7 @@ struct ChannelFixture: Sendable {
     /// Runs `body` against a fresh coordinator; tears everything down afterwards, also on failure.
     static func with(
         configure: (inout AgentListener.Configuration) -> Void = { _ in },
+        taskPolicy: TaskRetryPolicy = ChannelFixture.taskPolicy,
         _ body: @Sendable (ChannelFixture) async throws -> Void
     ) async throws {
         let directory = try temporaryDirectory("channel")
@@ -57,23 +64,35 @@ struct ChannelFixture: Sendable {
         var configuration = AgentListener.Configuration(
             host: "127.0.0.1", port: 0, maxFrameBytes: 64 << 10, minimumHeartbeatInterval: .milliseconds(200))
         configure(&configuration)
+        let clock = TestClock()
+        let dispatcher = TaskDispatcher(
+            store: TaskStore(database: database, policy: taskPolicy, logger: logger),
+            configuration: .init(tickInterval: .milliseconds(100)), now: { clock.now }, logger: logger)
         let listener = AgentListener(
             configuration: configuration, authority: authority,
-            directory: NodeStore(database: database, heartbeats: HeartbeatBatcher(), logger: logger), logger: logger)
+            directory: NodeStore(database: database, heartbeats: HeartbeatBatcher(), logger: logger),
+            tasks: dispatcher, logger: logger)
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { await database.client.run() }
             group.addTask { try await listener.run() }
             defer { group.cancelAll() }
             try await SchemaMigrations.apply(on: database, logger: logger)
+            group.addTask { try await dispatcher.run() }
             let port = try #require(await listener.waitUntilBound())
             let nodes = try #require(listener.directory as? NodeStore)
             let fixture = ChannelFixture(
                 directory: directory, authority: authority, database: database, nodes: nodes,
                 tokens: TokenStore(database: database, logger: logger), listener: listener,
-                address: CoordinatorAddress(host: "127.0.0.1", port: port), logger: logger)
+                address: CoordinatorAddress(host: "127.0.0.1", port: port), dispatcher: dispatcher, clock: clock,
+                logger: logger)
             try await body(fixture)
         }
     }
+
+    /// Leases long enough never to run out by themselves in a test (tests advance ``clock`` instead), retries
+    /// without a noticeable backoff.
+    static let taskPolicy = TaskRetryPolicy(
+        leaseDuration: .seconds(60), backoffBase: .milliseconds(1), backoffCap: .milliseconds(1))
 
     /// A new join token of this coordinator.
     func token(uses: Int? = nil, ttl: Duration = .seconds(3600), now: Date = Date()) async throws -> JoinToken {
@@ -195,5 +214,17 @@ final class RecordingNodeDirectoryStub: NodeDirectory {
 
     func enqueueHeartbeat(nodeID: UUID, report: HealthReport, receivedAt: Date) {
         calls.withLock { $0.append("heartbeat") }
+    }
+}
+
+/// Real time plus an offset that tests advance, for the task dispatcher's leases and backoffs.
+final class TestClock: Sendable {
+    private let offset = Mutex<TimeInterval>(0)
+
+    var now: Date { Date().addingTimeInterval(offset.withLock { $0 }) }
+
+    func advance(by duration: Duration) {
+        let seconds = Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
+        offset.withLock { $0 += seconds }
     }
 }

@@ -9,6 +9,8 @@ enum Output {
         case tokens([TokenView])
         case token(TokenView)
         case createdToken(CreatedToken)
+        case tasks([TaskRecord])
+        case task(TaskRecord)
     }
 
     /// Renders `item` as JSON (sorted keys, ISO-8601 dates), quietly (ids / token only) or as a table.
@@ -22,6 +24,8 @@ enum Output {
                 case .tokens(let tokens): try encoder.encode(tokens)
                 case .token(let token): try encoder.encode(token)
                 case .createdToken(let created): try encoder.encode(created)
+                case .tasks(let tasks): try encoder.encode(tasks)
+                case .task(let task): try encoder.encode(task)
                 }
             return String(decoding: data, as: UTF8.self)
         }
@@ -32,6 +36,8 @@ enum Output {
             case .tokens(let tokens): return tokens.map(\.id).joined(separator: "\n")
             case .token(let token): return token.id
             case .createdToken(let created): return created.token
+            case .tasks(let tasks): return tasks.map { $0.id.uuidString.lowercased() }.joined(separator: "\n")
+            case .task(let task): return task.id.uuidString.lowercased()
             }
         }
         switch item {
@@ -77,6 +83,34 @@ enum Output {
             return table.rendered
         case .token(let token):
             return "token \(token.id): \(token.status.rawValue)"
+        case .tasks(let tasks):
+            var table = Table(["ID", "NODE", "KIND", "STATE", "ATTEMPTS", "CREATED", "UPDATED"])
+            for task in tasks {
+                table.append([
+                    task.id.uuidString.lowercased(), String(task.nodeID.uuidString.lowercased().prefix(8)), task.kind,
+                    task.state.rawValue, "\(task.attempts)/\(task.maxAttempts)", iso(task.createdAt),
+                    ago(task.updatedAt, now: now),
+                ])
+            }
+            return table.rendered
+        case .task(let task):
+            var lines = [
+                "id:          \(task.id.uuidString.lowercased())",
+                "node:        \(task.nodeID.uuidString.lowercased())",
+                "kind:        \(task.kind)",
+                "state:       \(task.state.rawValue)",
+                "attempts:    \(task.attempts) of \(task.maxAttempts)",
+                "created:     \(iso(task.createdAt))",
+                "updated:     \(iso(task.updatedAt))",
+                "spec:        \(task.spec.jsonText)",
+            ]
+            if let finishedAt = task.finishedAt { lines.append("finished:    \(iso(finishedAt))") }
+            if let leaseExpiresAt = task.leaseExpiresAt { lines.append("lease until: \(iso(leaseExpiresAt))") }
+            if let notBefore = task.notBefore { lines.append("retry after: \(iso(notBefore))") }
+            if let progress = task.progress { lines.append("progress:    \(progress.jsonText)") }
+            if let error = task.error { lines.append("error:       \(error.code): \(error.message)") }
+            if let result = task.result { lines.append("result:      \(result.jsonText)") }
+            return lines.joined(separator: "\n")
         case .createdToken(let created):
             return """
                 Join token \(created.id) created (expires \(iso(created.expiresAt)), \

@@ -9,6 +9,12 @@ public enum Message: Sendable, Equatable {
     case renewCertificate(RenewCertificate)
     case certificateRenewed(CertificateRenewed)
     case error(ErrorMessage)
+    case assignTask(AssignTask)
+    case cancelTask(CancelTask)
+    case taskAccepted(TaskAccepted)
+    case taskProgress(TaskProgress)
+    case taskResult(TaskResult)
+    case taskResultAck(TaskResultAck)
 
     public var type: MessageType {
         switch self {
@@ -21,6 +27,12 @@ public enum Message: Sendable, Equatable {
         case .renewCertificate: .renewCertificate
         case .certificateRenewed: .certificateRenewed
         case .error: .error
+        case .assignTask: .assignTask
+        case .cancelTask: .cancelTask
+        case .taskAccepted: .taskAccepted
+        case .taskProgress: .taskProgress
+        case .taskResult: .taskResult
+        case .taskResultAck: .taskResultAck
         }
     }
 
@@ -39,6 +51,12 @@ public enum Message: Sendable, Equatable {
         case .renewCertificate: self = .renewCertificate(try envelope.decodeBody())
         case .certificateRenewed: self = .certificateRenewed(try envelope.decodeBody())
         case .error: self = .error(try envelope.decodeBody())
+        case .assignTask: self = .assignTask(try envelope.decodeBody())
+        case .cancelTask: self = .cancelTask(try envelope.decodeBody())
+        case .taskAccepted: self = .taskAccepted(try envelope.decodeBody())
+        case .taskProgress: self = .taskProgress(try envelope.decodeBody())
+        case .taskResult: self = .taskResult(try envelope.decodeBody())
+        case .taskResultAck: self = .taskResultAck(try envelope.decodeBody())
         default:
             throw MusterError(.protocolError, "unknown message type '\(envelope.type)'")
         }
@@ -56,6 +74,12 @@ public enum Message: Sendable, Equatable {
         case .renewCertificate(let body): try Envelope(type: type, id: id, body: body)
         case .certificateRenewed(let body): try Envelope(type: type, id: id, body: body)
         case .error(let body): try Envelope(type: type, id: id, body: body)
+        case .assignTask(let body): try Envelope(type: type, id: id, body: body)
+        case .cancelTask(let body): try Envelope(type: type, id: id, body: body)
+        case .taskAccepted(let body): try Envelope(type: type, id: id, body: body)
+        case .taskProgress(let body): try Envelope(type: type, id: id, body: body)
+        case .taskResult(let body): try Envelope(type: type, id: id, body: body)
+        case .taskResultAck(let body): try Envelope(type: type, id: id, body: body)
         }
     }
 }
