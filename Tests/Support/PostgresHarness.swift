@@ -137,29 +137,45 @@ public enum PostgresHarness {
     }
 
     /// Runs a program to completion, returning its exit status and combined output.
+    ///
+    /// Spawned with `posix_spawn` and every descriptor above stderr closed in the child, output to a temporary
+    /// file. Foundation's `Process` is not used here: its child inherits the descriptor Foundation watches to
+    /// notice the exit, so when the child starts a daemon (`pg_ctl start` → postgres) the daemon keeps it open,
+    /// the exit is never noticed and `waitUntilExit()` hangs with a zombie child.
     @discardableResult
     public static func run(_ path: String, _ args: [String], environment: [String: String]? = nil) throws
         -> (status: Int32, output: String)
     {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: path)
-        p.arguments = args
-        if let environment { p.environment = environment }
-        // Output goes to a temporary file, not a pipe: Foundation's Process lets the child inherit both pipe
-        // ends, so a daemon it starts (pg_ctl start → postgres) keeps the write end open and reading the pipe
-        // to EOF would hang forever.
         let outputPath = FileManager.default.temporaryDirectory
             .appendingPathComponent("muster-harness-\(UUID().uuidString).out").path
-        guard FileManager.default.createFile(atPath: outputPath, contents: nil),
-            let output = FileHandle(forWritingAtPath: outputPath)
-        else { throw HarnessError.failed("cannot create \(outputPath)") }
-        defer { try? FileManager.default.removeItem(atPath: outputPath) }
-        p.standardOutput = output
-        p.standardError = output
-        try p.run()
-        p.waitUntilExit()
-        try? output.close()
-        let data = FileManager.default.contents(atPath: outputPath) ?? Data()
-        return (p.terminationStatus, String(decoding: data, as: UTF8.self))
+        defer { unlink(outputPath) }
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 1, outputPath, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+        posix_spawn_file_actions_adddup2(&actions, 1, 2)
+        // glibc ≥ 2.34 has it, but the Swift Glibc module does not import it; look it up at run time.
+        typealias CloseFrom = @convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32
+        guard let symbol = dlsym(nil, "posix_spawn_file_actions_addclosefrom_np") else {
+            throw HarnessError.failed("posix_spawn_file_actions_addclosefrom_np is missing (glibc < 2.34)")
+        }
+        _ = unsafeBitCast(symbol, to: CloseFrom.self)(&actions, 3)
+        let env = (environment ?? ProcessInfo.processInfo.environment).map { "\($0.key)=\($0.value)" }
+        let argv: [UnsafeMutablePointer<CChar>?] = ([path] + args).map { strdup($0) } + [nil]
+        let envp: [UnsafeMutablePointer<CChar>?] = env.map { strdup($0) } + [nil]
+        defer {
+            for p in argv { free(p) }
+            for p in envp { free(p) }
+        }
+        var pid: pid_t = 0
+        let rc = posix_spawn(&pid, path, &actions, nil, argv, envp)
+        guard rc == 0 else { throw HarnessError.failed("cannot run \(path): \(String(cString: strerror(rc)))") }
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+        let output = (try? String(contentsOfFile: outputPath, encoding: .utf8)) ?? ""
+        // WIFEXITED / WEXITSTATUS by hand (the macros do not import).
+        let exitStatus: Int32 = (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
+        return (exitStatus, output)
     }
 }

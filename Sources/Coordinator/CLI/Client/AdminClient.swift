@@ -14,6 +14,8 @@ public struct AdminClient: Sendable {
     public let configuration: AdminClientConfiguration
     /// Whole request deadline.
     public var timeout: Duration = .seconds(30)
+    /// Present the admin certificate (tests turn it off to check that `/v1` refuses anonymous clients).
+    public var presentsClientCertificate = true
 
     public init(configuration: AdminClientConfiguration) {
         self.configuration = configuration
@@ -63,10 +65,14 @@ public struct AdminClient: Sendable {
                 }
                 return String(decoding: data, as: UTF8.self)
             }
-            tls = try NIOSSLContext(
-                configuration: try TLSConfiguration.musterAdminClient(
-                    certificatePEM: try read(configuration.certFile), privateKeyPEM: try read(configuration.keyFile),
-                    caCertificatePEM: try read(configuration.caFile)))
+            var tlsConfiguration = try TLSConfiguration.musterAdminClient(
+                certificatePEM: try read(configuration.certFile), privateKeyPEM: try read(configuration.keyFile),
+                caCertificatePEM: try read(configuration.caFile))
+            if !presentsClientCertificate {
+                tlsConfiguration.certificateChain = []
+                tlsConfiguration.privateKey = nil
+            }
+            tls = try NIOSSLContext(configuration: tlsConfiguration)
         } catch let error as MusterError {
             throw error
         } catch {
@@ -138,7 +144,7 @@ public struct AdminClient: Sendable {
 }
 
 /// The error body the admin API sends (see ``AdminError``).
-struct AdminErrorBody: Codable, Sendable {
+public struct AdminErrorBody: Codable, Sendable {
     var code: String
     var message: String
     var hint: String?
