@@ -37,7 +37,8 @@ final class AgentProcess: Sendable {
 
     /// The node id the agent wrote at join (`<state-dir>/identity/node-id`), or nil before the join finished.
     var nodeID: String? {
-        guard let text = try? String(contentsOfFile: "\(stateDir)/identity/node-id", encoding: .utf8) else { return nil }
+        let path = "\(stateDir)/identity/node-id"
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { return nil }
         let id = text.trimmingCharacters(in: .whitespacesAndNewlines)
         return UUID(uuidString: id) == nil ? nil : id.lowercased()
     }

@@ -42,7 +42,7 @@ final class ChildProcess: Sendable {
         posix_spawnattr_init(&attr)
         defer { posix_spawnattr_destroy(&attr) }
         // Its own process group, so a terminal's Ctrl-C reaches the test runner only.
-        posix_spawnattr_setflags(&attr, Int16(POSIX_SPAWN_SETPGROUP))
+        resetSignals(&attr, extraFlags: Int32(POSIX_SPAWN_SETPGROUP))
         posix_spawnattr_setpgroup(&attr, 0)
 
         let cArgs = argv.map { strdup($0) } + [nil]
@@ -117,6 +117,18 @@ final class ChildProcess: Sendable {
     }
 }
 
+/// A child must not inherit the test runner's thread signal mask or ignored signals: `timeout` relies on
+/// SIGALRM, and daemons on SIGTERM/SIGINT for a graceful shutdown.
+func resetSignals(_ attr: inout posix_spawnattr_t, extraFlags: Int32 = 0) {
+    var empty = sigset_t()
+    sigemptyset(&empty)
+    var all = sigset_t()
+    sigfillset(&all)
+    posix_spawnattr_setsigmask(&attr, &empty)
+    posix_spawnattr_setsigdefault(&attr, &all)
+    posix_spawnattr_setflags(&attr, Int16(Int32(POSIX_SPAWN_SETSIGMASK) | Int32(POSIX_SPAWN_SETSIGDEF) | extraFlags))
+}
+
 struct HarnessError: Error, CustomStringConvertible {
     var description: String
     init(_ description: String) { self.description = description }
@@ -155,8 +167,12 @@ func runCommand(
         for p in cArgs { free(p) }
         for p in cEnv { free(p) }
     }
+    var attr = posix_spawnattr_t()
+    posix_spawnattr_init(&attr)
+    defer { posix_spawnattr_destroy(&attr) }
+    resetSignals(&attr)
     var pid: pid_t = 0
-    let rc = posix_spawn(&pid, argv[0], &actions, nil, cArgs, cEnv)
+    let rc = posix_spawn(&pid, argv[0], &actions, &attr, cArgs, cEnv)
     guard rc == 0 else { throw HarnessError("posix_spawn \(argv[0]) failed: \(String(cString: strerror(rc)))") }
 
     let deadline = ContinuousClock.now + timeout
@@ -190,7 +206,11 @@ func runCommandSync(_ path: String, _ arguments: [String]) -> Int32 {
     let argv = [path] + arguments
     let cArgs = argv.map { strdup($0) } + [nil]
     defer { for p in cArgs { free(p) } }
-    guard posix_spawn(&pid, path, &actions, nil, cArgs, environ) == 0 else { return -1 }
+    var attr = posix_spawnattr_t()
+    posix_spawnattr_init(&attr)
+    defer { posix_spawnattr_destroy(&attr) }
+    resetSignals(&attr)
+    guard posix_spawn(&pid, path, &actions, &attr, cArgs, environ) == 0 else { return -1 }
     var status: Int32 = 0
     _ = waitpid(pid, &status, 0)
     return (status >> 8) & 0xff
