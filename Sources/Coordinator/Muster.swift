@@ -3,7 +3,8 @@ import Shared
 
 @main
 struct Muster: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "muster", abstract: "Muster coordinator and admin CLI.",
+    static let configuration = CommandConfiguration(
+        commandName: "muster", abstract: "Muster coordinator and admin CLI.",
         subcommands: [Module.self])
     func run() async throws { print(MusterVersion.current) }
 }

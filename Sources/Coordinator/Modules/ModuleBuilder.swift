@@ -7,7 +7,7 @@ import Subprocess
 import SystemPackage
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Builds a module directory into a composefs-style image (DESIGN §5, `muster module build`).
@@ -115,19 +115,24 @@ struct ModuleBuilder {
         guard let (imageDigest, imageSize) = try ContentDigest.sha256(ofFileAt: temporaryImage) else {
             throw MusterError(.internal, "mkfs.erofs succeeded but wrote no image at \(temporaryImage)")
         }
-        guard rename(temporaryImage, output.image) == 0 else { throw Self.posixError("rename into place", output.image) }
+        guard rename(temporaryImage, output.image) == 0 else {
+            throw Self.posixError("rename into place", output.image)
+        }
 
         let payload = ModuleDescriptor.Payload(
             manifest: manifest, image: .init(digest: imageDigest, size: imageSize), objects: Array(stored))
         let descriptor = try signer.sign(payload)
-        try SecureFile.write(String(decoding: try descriptor.encoded(), as: UTF8.self) + "\n", to: output.descriptor, mode: 0o644)
+        try SecureFile.write(
+            String(decoding: try descriptor.encoded(), as: UTF8.self) + "\n", to: output.descriptor, mode: 0o644)
         logger.info(
             "built module",
             metadata: [
                 "module": "\(manifest.name)@\(manifest.version)", "image": "\(imageDigest)",
                 "objects": "\(stored.count)", "new": "\(newObjects)",
             ])
-        return Result(descriptor: descriptor, outputDirectory: output.directory, newObjects: newObjects, reusedObjects: reusedObjects)
+        return Result(
+            descriptor: descriptor, outputDirectory: output.directory, newObjects: newObjects,
+            reusedObjects: reusedObjects)
     }
 
     /// Reads and validates `DIR/module.yaml` against `DIR/rootfs`, reporting manifest and tree problems together.
@@ -141,7 +146,9 @@ struct ModuleBuilder {
                 hint: "a module directory holds module.yaml and rootfs/ (see docs/modules.md)")
         }
         guard let yaml = String(data: data, encoding: .utf8) else {
-            throw ModuleManifest.ValidationError(issues: [.init(file: manifestPath, field: "", reason: "is not UTF-8 text")])
+            throw ModuleManifest.ValidationError(issues: [
+                .init(file: manifestPath, field: "", reason: "is not UTF-8 text")
+            ])
         }
         var issues: [ModuleManifest.Issue] = []
         var parsed: ModuleManifest.Parsed?
@@ -268,7 +275,8 @@ struct ModuleBuilder {
     /// every timestamp and `-U` the filesystem UUID, so the image depends on the skeleton only.
     func runMkfs(image: String, skeleton: String, uuid: String) async throws {
         let arguments = ["--quiet", "--chunksize=4096", "-T0", "-U", uuid, "--all-root", image, skeleton]
-        let executable: Executable = options.mkfsErofs.contains("/") ? .path(.init(options.mkfsErofs)) : .name(options.mkfsErofs)
+        let executable: Executable =
+            options.mkfsErofs.contains("/") ? .path(.init(options.mkfsErofs)) : .name(options.mkfsErofs)
         let result: ExecutionRecord
         do {
             let run = try await Subprocess.run(
@@ -304,7 +312,10 @@ struct ModuleBuilder {
         bytes[6] = (bytes[6] & 0x0f) | 0x50  // version 5 style (name-based, SHA)
         bytes[8] = (bytes[8] & 0x3f) | 0x80  // RFC 4122 variant
         let hex = ContentDigest.hex(bytes)
-        let parts = [hex.prefix(8), hex.dropFirst(8).prefix(4), hex.dropFirst(12).prefix(4), hex.dropFirst(16).prefix(4), hex.dropFirst(20)]
+        let parts = [
+            hex.prefix(8), hex.dropFirst(8).prefix(4), hex.dropFirst(12).prefix(4), hex.dropFirst(16).prefix(4),
+            hex.dropFirst(20),
+        ]
         return parts.joined(separator: "-")
     }
 

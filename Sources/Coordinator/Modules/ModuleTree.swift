@@ -2,7 +2,7 @@ import Foundation
 import Shared
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// A scanned module file tree (`DIR/rootfs`): what goes into the image, checked for what must not.
@@ -68,13 +68,17 @@ struct ModuleTree: ModuleTreeLookup {
                 issues.append(
                     .init(
                         file: root, field: entry.path,
-                        reason: "symlink to absolute path \(target.escapedForMessage): use a relative target inside the module"))
+                        reason:
+                            "symlink to absolute path \(target.escapedForMessage): use a relative target inside the module"
+                    ))
                 continue
             }
             switch tree.resolve(entry.path) {
             case .escapes:
                 issues.append(
-                    .init(file: root, field: entry.path, reason: "symlink target \(target.escapedForMessage) leads outside the module"))
+                    .init(
+                        file: root, field: entry.path,
+                        reason: "symlink target \(target.escapedForMessage) leads outside the module"))
             case .loop:
                 issues.append(.init(file: root, field: entry.path, reason: "symlink loop"))
             case .regularFile, .directory, .missing:
@@ -84,7 +88,9 @@ struct ModuleTree: ModuleTreeLookup {
         return (tree, issues)
     }
 
-    private static func walk(root: String, relative: String, entries: inout [Entry], issues: inout [ModuleManifest.Issue]) throws {
+    private static func walk(
+        root: String, relative: String, entries: inout [Entry], issues: inout [ModuleManifest.Issue]
+    ) throws {
         let directory = root + relative
         let names: [String]
         do {
@@ -95,7 +101,8 @@ struct ModuleTree: ModuleTreeLookup {
         for name in names.sorted(by: { Array($0.utf8).lexicographicallyPrecedes(Array($1.utf8)) }) {
             let path = "\(relative)/\(name)"
             if name.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7f }) {
-                issues.append(.init(file: root, field: path.escapedForMessage, reason: "file name contains a control character"))
+                issues.append(
+                    .init(file: root, field: path.escapedForMessage, reason: "file name contains a control character"))
                 continue
             }
             guard let status = FileStatus.lstat(root + path) else {
@@ -117,13 +124,25 @@ struct ModuleTree: ModuleTreeLookup {
                 }
                 entries.append(Entry(path: path, kind: .symlink(target: target), mode: 0o777, size: 0))
             case .characterDevice:
-                issues.append(.init(file: root, field: path, reason: "is a character device; modules hold only files, directories and symlinks"))
+                issues.append(
+                    .init(
+                        file: root, field: path,
+                        reason: "is a character device; modules hold only files, directories and symlinks"))
             case .blockDevice:
-                issues.append(.init(file: root, field: path, reason: "is a block device; modules hold only files, directories and symlinks"))
+                issues.append(
+                    .init(
+                        file: root, field: path,
+                        reason: "is a block device; modules hold only files, directories and symlinks"))
             case .fifo:
-                issues.append(.init(file: root, field: path, reason: "is a FIFO; modules hold only files, directories and symlinks"))
+                issues.append(
+                    .init(
+                        file: root, field: path, reason: "is a FIFO; modules hold only files, directories and symlinks")
+                )
             case .socket:
-                issues.append(.init(file: root, field: path, reason: "is a socket; modules hold only files, directories and symlinks"))
+                issues.append(
+                    .init(
+                        file: root, field: path,
+                        reason: "is a socket; modules hold only files, directories and symlinks"))
             case .unknown:
                 issues.append(.init(file: root, field: path, reason: "has an unknown file type"))
             }

@@ -120,7 +120,9 @@ public struct ModuleDescriptor: Codable, Sendable, Equatable {
             throw MusterError(
                 .verificationFailed,
                 "module \(payload.manifest.name)@\(payload.manifest.version) is signed by unknown key \(signature.keyID)",
-                hint: "only modules signed with this cluster's module key (<state-dir>/pki/module-signing.key) are accepted")
+                hint:
+                    "only modules signed with this cluster's module key (<state-dir>/pki/module-signing.key) are accepted"
+            )
         }
         guard let signatureBytes = Data(base64Encoded: signature.value), signatureBytes.count == 64 else {
             throw MusterError(.verificationFailed, "the descriptor's signature is not a base64 Ed25519 signature")
@@ -175,7 +177,8 @@ public struct ModuleDescriptor: Codable, Sendable, Equatable {
         do {
             return try JSONDecoder().decode(ModuleDescriptor.self, from: data)
         } catch {
-            throw MusterError(.invalidInput, "\(source) is not a module descriptor: \(error)", cause: UnderlyingError(error))
+            throw MusterError(
+                .invalidInput, "\(source) is not a module descriptor: \(error)", cause: UnderlyingError(error))
         }
     }
 }

@@ -29,7 +29,9 @@ extension ModuleManifest {
     public static func isSafeVersion(_ version: String) -> Bool {
         let bytes = Array(version.utf8)
         guard (1...64).contains(bytes.count), isAlnum(bytes[0]) else { return false }
-        return bytes.allSatisfy { isAlnum($0) || [UInt8(ascii: "."), UInt8(ascii: "_"), UInt8(ascii: "+"), UInt8(ascii: "-")].contains($0) }
+        return bytes.allSatisfy {
+            isAlnum($0) || [UInt8(ascii: "."), UInt8(ascii: "_"), UInt8(ascii: "+"), UInt8(ascii: "-")].contains($0)
+        }
     }
 
     /// Why `path` is not a normalized absolute path from `[A-Za-z0-9._@+-/]` without `.`/`..` components, or
@@ -91,7 +93,7 @@ extension ModuleManifest {
     ///   - file: The manifest's path, for the issues.
     ///   - lines: Field → line, from ``parse(yaml:file:)``.
     ///   - tree: The module's files; `nil` skips the existence checks (e.g. for a manifest inside a descriptor).
-    /// - Returns: Every problem, in manifest order; empty when the manifest is valid.
+    /// - Returns: Every problem, in file order; empty when the manifest is valid.
     public func validate(file: String, lines: [String: Int] = [:], tree: (any ModuleTreeLookup)? = nil) -> [Issue] {
         var issues: [Issue] = []
         func fail(_ field: String, _ reason: String) {
@@ -114,7 +116,8 @@ extension ModuleManifest {
             fail("name", "\"\(name.escapedForMessage)\" is not a valid module name ([a-z0-9][a-z0-9-]{0,62})")
         }
         if !Self.isSafeVersion(version) {
-            fail("version", "\"\(version.escapedForMessage)\" is not a valid version ([A-Za-z0-9][A-Za-z0-9._+-]{0,63})")
+            fail(
+                "version", "\"\(version.escapedForMessage)\" is not a valid version ([A-Za-z0-9][A-Za-z0-9._+-]{0,63})")
         }
 
         var firstIndex: [String: Int] = [:]
@@ -134,10 +137,13 @@ extension ModuleManifest {
                 fail("\(field).env.\(key.escapedForMessage)", "is not a valid variable name ([A-Za-z_][A-Za-z0-9_]*)")
             }
             if let user = service.user, !Self.isSafeUser(user) {
-                fail("\(field).user", "\"\(user.escapedForMessage)\" is not a user name ([a-z_][a-z0-9_-]{0,31}) or uid")
+                fail(
+                    "\(field).user", "\"\(user.escapedForMessage)\" is not a user name ([a-z_][a-z0-9_-]{0,31}) or uid")
             }
             if service.type == .oneshot, service.restart == .always || service.restart == .onSuccess {
-                fail("\(field).restart", "\(service.restart.rawValue) is not allowed for type oneshot (systemd refuses it)")
+                fail(
+                    "\(field).restart",
+                    "\(service.restart.rawValue) is not allowed for type oneshot (systemd refuses it)")
             }
             if let watchdog = service.watchdogSec, watchdog.milliseconds == 0 {
                 fail("\(field).watchdogSec", "must be greater than 0 (leave it out to disable the watchdog)")
@@ -146,7 +152,9 @@ extension ModuleManifest {
                 if let url = check.http {
                     if let problem = Self.httpURLProblem(url) { fail("\(field).healthCheck.http", problem) }
                 }
-                if let exec = check.exec { validateExec(exec, field: "\(field).healthCheck.exec", tree: tree, fail: fail) }
+                if let exec = check.exec {
+                    validateExec(exec, field: "\(field).healthCheck.exec", tree: tree, fail: fail)
+                }
                 if check.timeout.milliseconds == 0 { fail("\(field).healthCheck.timeout", "must be greater than 0") }
                 if check.interval.milliseconds == 0 { fail("\(field).healthCheck.interval", "must be greater than 0") }
             }
@@ -194,7 +202,10 @@ extension ModuleManifest {
                 volumePaths[volume.path] = volume.name
             }
         }
-        return issues
+        // File order (stable: issues on one line keep the order the checks found them in).
+        return issues.enumerated()
+            .sorted { ($0.element.line ?? .max, $0.offset) < ($1.element.line ?? .max, $1.offset) }
+            .map(\.element)
     }
 
     /// Throws ``ValidationError`` when ``validate(file:lines:tree:)`` finds anything.
@@ -254,7 +265,9 @@ extension ModuleManifest {
                 out.append(("\(field).env.\(key.escapedForMessage)", service.environment[key] ?? "", true))
             }
             if let user = service.user { out.append(("\(field).user", user, false)) }
-            for (refIndex, name) in service.after.enumerated() { out.append(("\(field).after[\(refIndex)]", name, false)) }
+            for (refIndex, name) in service.after.enumerated() {
+                out.append(("\(field).after[\(refIndex)]", name, false))
+            }
             for (refIndex, name) in service.requires.enumerated() {
                 out.append(("\(field).requires[\(refIndex)]", name, false))
             }
@@ -317,7 +330,8 @@ extension ModuleManifest {
         (byte >= UInt8(ascii: "a") && byte <= UInt8(ascii: "z")) || isDigit(byte)
     }
     private static func isAlpha(_ byte: UInt8) -> Bool {
-        (byte >= UInt8(ascii: "a") && byte <= UInt8(ascii: "z")) || (byte >= UInt8(ascii: "A") && byte <= UInt8(ascii: "Z"))
+        (byte >= UInt8(ascii: "a") && byte <= UInt8(ascii: "z"))
+            || (byte >= UInt8(ascii: "A") && byte <= UInt8(ascii: "Z"))
     }
     private static func isAlnum(_ byte: UInt8) -> Bool { isAlpha(byte) || isDigit(byte) }
     private static func isDigit(_ byte: UInt8) -> Bool { byte >= UInt8(ascii: "0") && byte <= UInt8(ascii: "9") }

@@ -1,7 +1,7 @@
 #if canImport(Glibc)
-// Glibc only, no Foundation: with MemberImportVisibility, `struct stat`'s members seen through Foundation
-// resolve to CoreFoundation/CDispatch's copies of the glibc headers and would need those imports.
-import Glibc
+    // Glibc only, no Foundation: with MemberImportVisibility, `struct stat`'s members seen through Foundation
+    // resolve to CoreFoundation/CDispatch's copies of the glibc headers and would need those imports.
+    import Glibc
 #endif
 
 /// The parts of `lstat(2)`/`fstat(2)` that module building and object checks need.

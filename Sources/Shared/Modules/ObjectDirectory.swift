@@ -2,7 +2,7 @@ import Crypto
 import Foundation
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// A directory of content-addressed module objects: each file is named by the sha256 of its content,
@@ -28,7 +28,10 @@ public struct ObjectDirectory: Sendable {
     /// Whether `text` is a lowercase hex sha256 (64 characters).
     public static func isDigest(_ text: String) -> Bool {
         text.utf8.count == 64
-            && text.utf8.allSatisfy { ($0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9")) || ($0 >= UInt8(ascii: "a") && $0 <= UInt8(ascii: "f")) }
+            && text.utf8.allSatisfy {
+                ($0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9"))
+                    || ($0 >= UInt8(ascii: "a") && $0 <= UInt8(ascii: "f"))
+            }
     }
 
     /// What is wrong with one object.
@@ -83,6 +86,10 @@ public struct ObjectDirectory: Sendable {
     }
 
     private func check(_ object: ModuleDescriptor.Object) -> Problem? {
+        // Never turn an unchecked name like "../../etc/shadow" into a path.
+        guard Self.isDigest(object.digest) else {
+            return .unreadable(digest: object.digest, reason: "not a lowercase hex sha256")
+        }
         do {
             guard let (digest, size) = try ContentDigest.sha256(ofFileAt: path(of: object.digest)) else {
                 return .missing(digest: object.digest)

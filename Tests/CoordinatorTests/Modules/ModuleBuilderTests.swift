@@ -14,7 +14,8 @@ import Testing
 struct ModuleBuilderTests {
     static let signer = DescriptorSigner(key: Curve25519.Signing.PrivateKey())
 
-    static func build(_ fixture: ModuleFixture, into name: String = "out", signer: DescriptorSigner = signer) async throws
+    static func build(_ fixture: ModuleFixture, into name: String = "out", signer: DescriptorSigner = signer)
+        async throws
         -> ModuleBuilder.Result
     {
         try await ModuleBuilder(logger: Logger(label: "test")).build(
@@ -43,7 +44,8 @@ struct ModuleBuilderTests {
     }
 
     /// One line per entry below `$1`: directories with mode, symlinks with target, files with size and mode.
-    static let listing = #"find "$1" -mindepth 1 \( -type d -printf '%P d %m\n' \) -o \( -type l -printf '%P l %l\n' \) -o \( -type f -printf '%P f %s %m\n' \) | sort"#
+    static let listing =
+        #"find "$1" -mindepth 1 \( -type d -printf '%P d %m\n' \) -o \( -type l -printf '%P l %l\n' \) -o \( -type f -printf '%P f %s %m\n' \) | sort"#
 
     @Test("building twice gives the same image digest and the same descriptor bytes")
     func reproducible() async throws {
@@ -51,7 +53,9 @@ struct ModuleBuilderTests {
         defer { fixture.remove() }
         let first = try await Self.build(fixture, into: "one")
         // Touch every source file: mtimes must not matter.
-        #expect(try ModuleFixture.shell("find '\(fixture.rootfs)' -exec touch -h -d '2001-02-03 04:05:06' {} +").status == 0)
+        #expect(
+            try ModuleFixture.shell("find '\(fixture.rootfs)' -exec touch -h -d '2001-02-03 04:05:06' {} +").status == 0
+        )
         let second = try await Self.build(fixture, into: "two")
         #expect(first.descriptor.payload.image == second.descriptor.payload.image)
         let bytesOne = FileManager.default.contents(atPath: "\(fixture.base)/one/descriptor.json")
@@ -146,7 +150,8 @@ struct ModuleBuilderTests {
         try "port = 6666\n".write(toFile: path, atomically: false, encoding: .utf8)  // same size, other bytes
 
         // The kernel, without fs-verity, hands out the changed bytes…
-        let run = try Self.inMountedImage(fixture, output: result.outputDirectory, script: #"cat "$T/etc/shop/config.toml""#)
+        let run = try Self.inMountedImage(
+            fixture, output: result.outputDirectory, script: #"cat "$T/etc/shop/config.toml""#)
         #expect(run.status == 0)
         #expect(run.stdout == "port = 6666\n")
         // …so user space must refuse the object.
@@ -201,15 +206,20 @@ struct ModuleBuilderTests {
         let data = try #require(FileManager.default.contents(atPath: "\(result.outputDirectory)/descriptor.json"))
         let descriptor = try ModuleDescriptor.decode(data, source: "descriptor.json")
         let payload = try descriptor.verify(trustedKeys: [Self.signer.key.publicKey])
-        #expect(payload.image.digest == (try ContentDigest.sha256(ofFileAt: "\(result.outputDirectory)/meta.erofs"))?.digest)
-        #expect(throws: MusterError.self) { try descriptor.verify(trustedKeys: [Curve25519.Signing.PrivateKey().publicKey]) }
+        #expect(
+            payload.image.digest == (try ContentDigest.sha256(ofFileAt: "\(result.outputDirectory)/meta.erofs"))?.digest
+        )
+        #expect(throws: MusterError.self) {
+            try descriptor.verify(trustedKeys: [Curve25519.Signing.PrivateKey().publicKey])
+        }
     }
 
     @Test("an invalid module is refused before anything is written")
     func invalidModule() async throws {
         let fixture = try ModuleFixture.standard()
         defer { fixture.remove() }
-        try fixture.writeManifest(ModuleFixture.twoServiceManifest.replacingOccurrences(of: "after: [db]", with: "after: [cache]"))
+        try fixture.writeManifest(
+            ModuleFixture.twoServiceManifest.replacingOccurrences(of: "after: [db]", with: "after: [cache]"))
         let error = try await #require(throws: ModuleManifest.ValidationError.self) { try await Self.build(fixture) }
         #expect(error.issues.map(\.field) == ["services[0].after[0]"])
         #expect(!FileManager.default.fileExists(atPath: "\(fixture.base)/out"))
@@ -232,7 +242,9 @@ struct ModuleBuilderTests {
         defer { fixture.remove() }
         let keyPath = "\(fixture.base)/module-signing.key"
         try SecureFile.write(Ed25519PEM.encode(Self.signer.key), to: keyPath, mode: 0o600)
-        let command = try Muster.ModuleBuild.parse([fixture.directory, "-o", "\(fixture.base)/cli", "--key", keyPath, "--json"])
+        let command = try Muster.ModuleBuild.parse([
+            fixture.directory, "-o", "\(fixture.base)/cli", "--key", keyPath, "--json",
+        ])
         let result = try await command.build()
         let summary = Muster.ModuleBuild.summary(result)
         #expect(summary.name == "shop" && summary.version == "1.0.0")
@@ -248,14 +260,60 @@ struct ModuleBuilderTests {
         let state = "\(fixture.base)/state"
         try FileManager.default.createDirectory(atPath: "\(state)/pki", withIntermediateDirectories: true)
         try SecureFile.write(Ed25519PEM.encode(Self.signer.key), to: "\(state)/pki/module-signing.key", mode: 0o600)
-        let viaState = try await Muster.ModuleBuild.parse([fixture.directory, "-o", "\(fixture.base)/cli2", "--state-dir", state]).build()
+        let viaState = try await Muster.ModuleBuild.parse([
+            fixture.directory, "-o", "\(fixture.base)/cli2", "--state-dir", state,
+        ]).build()
         #expect(viaState.descriptor == result.descriptor)
 
         let missing = try Muster.ModuleBuild.parse([fixture.directory, "--state-dir", "\(fixture.base)/nowhere"])
         let error = try await #require(throws: MusterError.self) { try await missing.build() }
         #expect(error.code == .notFound)
         #expect(error.hint?.contains("--key") == true)
-        #expect(throws: (any Error).self) { try Muster.ModuleBuild.parse([fixture.directory, "--state-dir", state, "--key", keyPath]) }
+        #expect(throws: (any Error).self) {
+            try Muster.ModuleBuild.parse([fixture.directory, "--state-dir", state, "--key", keyPath])
+        }
+    }
+
+    /// The built `muster` executable: next to the test bundle (SwiftPM puts both in the bin path).
+    static var musterExecutable: String {
+        if let dir = ProcessInfo.processInfo.environment["MUSTER_BIN_DIR"], !dir.isEmpty { return "\(dir)/muster" }
+        let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? ""
+        return "\((exe as NSString).deletingLastPathComponent)/muster"
+    }
+
+    @Test("a full disk fails the build cleanly: exit 1, no partial or misnamed object, no descriptor")
+    func diskFull() throws {
+        let fixture = try ModuleFixture.standard()
+        defer { fixture.remove() }
+        let muster = Self.musterExecutable
+        try #require(FileManager.default.isExecutableFile(atPath: muster), "\(muster) missing: swift build first")
+        let keyPath = "\(fixture.base)/k.pem"
+        try SecureFile.write(Ed25519PEM.encode(Self.signer.key), to: keyPath, mode: 0o600)
+        let out = "\(fixture.base)/small"
+        try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
+        // 256 KiB of tmpfs: the small objects fit, the 1.1 MB one does not.
+        let script = """
+            mount -t tmpfs -o size=256k tmpfs '\(out)' || exit 99
+            '\(muster)' module build '\(fixture.directory)' -o '\(out)' --key '\(keyPath)' 2>'\(fixture.base)/stderr'
+            echo "status=$?"
+            find '\(out)' \\( -name '.tmp-*' -o -name '.meta.erofs.*' -o -name '.skeleton-*' \\) -printf 'leftover %P\\n'
+            for f in '\(out)'/objects/*/*; do
+                name="$(basename "$(dirname "$f")")$(basename "$f")"
+                [ "$(sha256sum "$f" | cut -d' ' -f1)" = "$name" ] && echo ok || echo "bad $f"
+            done
+            [ -e '\(out)/descriptor.json' ] && echo descriptor
+            [ -e '\(out)/meta.erofs' ] && echo image
+            exit 0
+            """
+        let quoted = script.replacingOccurrences(of: "'", with: "'\\''")
+        let run = try ModuleFixture.shell("unshare -m --propagation private sh -c '\(quoted)'")
+        #expect(run.status == 0, "\(run.stderr)")
+        let lines = run.stdout.split(separator: "\n").map(String.init)
+        #expect(lines.first == "status=1")
+        #expect(lines.dropFirst() == ["ok", "ok", "ok", "ok"], "\(run.stdout)")
+        let stderr = (try? String(contentsOfFile: "\(fixture.base)/stderr", encoding: .utf8)) ?? ""
+        #expect(stderr.contains("No space left on device"), "\(stderr)")
+        #expect(stderr.contains("hint: free space"))
     }
 
     @Test("the default output is ./NAME-VERSION.module")

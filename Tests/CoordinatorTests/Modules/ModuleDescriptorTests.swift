@@ -35,7 +35,8 @@ struct ModuleDescriptorTests {
     @Test("payload objects are sorted and unique")
     func sortedObjects() throws {
         let payload = try Self.payload()
-        #expect(payload.objects.map(\.digest) == [String(repeating: "01", count: 32), String(repeating: "cd", count: 32)])
+        #expect(
+            payload.objects.map(\.digest) == [String(repeating: "01", count: 32), String(repeating: "cd", count: 32)])
         #expect(payload.totalObjectBytes == 19)
     }
 
@@ -47,7 +48,9 @@ struct ModuleDescriptorTests {
         #expect(try descriptor.verify(trustedKeys: [key.publicKey]) == descriptor.payload)
 
         let decoded = try ModuleDescriptor.decode(try descriptor.encoded(), source: "descriptor.json")
-        #expect(try decoded.verify(trustedKeys: [Curve25519.Signing.PrivateKey().publicKey, key.publicKey]) == descriptor.payload)
+        #expect(
+            try decoded.verify(trustedKeys: [Curve25519.Signing.PrivateKey().publicKey, key.publicKey])
+                == descriptor.payload)
         // Deterministic: signing again gives the same bytes.
         #expect(try ModuleDescriptor.sign(try Self.payload(), with: key).encoded() == descriptor.encoded())
     }

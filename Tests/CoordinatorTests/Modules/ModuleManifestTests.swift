@@ -68,33 +68,80 @@ struct ModuleManifestTests {
 
     static let cases: [Case] = [
         Case(label: "missing name", yaml: "version: 1\n", field: "name", reason: "is required"),
-        Case(label: "unknown top-level key", yaml: "name: a\nversion: 1\nservice: []\n", field: "service", reason: "unknown key"),
-        Case(label: "misspelt service key", yaml: oneService("exec: [/bin/web]\nrestartsec: 5"), field: "services[0].restartsec", reason: "unknown key"),
-        Case(label: "exec not a list", yaml: oneService("exec: /bin/web"), field: "services[0].exec", reason: "list of strings"),
-        Case(label: "unknown type", yaml: oneService("exec: [/bin/web]\ntype: forking"), field: "services[0].type", reason: "unknown value \"forking\""),
-        Case(label: "unknown restart", yaml: oneService("exec: [/bin/web]\nrestart: sometimes"), field: "services[0].restart", reason: "known: no, on-success"),
-        Case(label: "bad duration", yaml: oneService("exec: [/bin/web]\nrestartSec: 5 minutes"), field: "services[0].restartSec", reason: "not a duration"),
-        Case(label: "health check with both probes", yaml: oneService("exec: [/bin/web]\nhealthCheck: {http: \"http://x/\", exec: [/bin/web]}"), field: "services[0].healthCheck", reason: "exactly one"),
-        Case(label: "unknown sandbox", yaml: oneService("exec: [/bin/web]", top: "sandbox: paranoid\n"), field: "sandbox", reason: "known: default, strict, trusted"),
-        Case(label: "bad module name", yaml: "name: Shop_1\nversion: 1\n", field: "name", reason: "not a valid module name"),
-        Case(label: "bad version", yaml: "name: shop\nversion: ../1\n", field: "version", reason: "not a valid version"),
-        Case(label: "bad service name", yaml: oneService("exec: [/bin/web]").replacingOccurrences(of: "name: web", with: "name: Web.1"), field: "services[0].name", reason: "not a valid service name"),
+        Case(
+            label: "unknown top-level key", yaml: "name: a\nversion: 1\nservice: []\n", field: "service",
+            reason: "unknown key"),
+        Case(
+            label: "misspelt service key", yaml: oneService("exec: [/bin/web]\nrestartsec: 5"),
+            field: "services[0].restartsec", reason: "unknown key"),
+        Case(
+            label: "exec not a list", yaml: oneService("exec: /bin/web"), field: "services[0].exec",
+            reason: "list of strings"),
+        Case(
+            label: "unknown type", yaml: oneService("exec: [/bin/web]\ntype: forking"), field: "services[0].type",
+            reason: "unknown value \"forking\""),
+        Case(
+            label: "unknown restart", yaml: oneService("exec: [/bin/web]\nrestart: sometimes"),
+            field: "services[0].restart", reason: "known: no, on-success"),
+        Case(
+            label: "bad duration", yaml: oneService("exec: [/bin/web]\nrestartSec: 5 minutes"),
+            field: "services[0].restartSec", reason: "not a duration"),
+        Case(
+            label: "health check with both probes",
+            yaml: oneService("exec: [/bin/web]\nhealthCheck: {http: \"http://x/\", exec: [/bin/web]}"),
+            field: "services[0].healthCheck", reason: "exactly one"),
+        Case(
+            label: "unknown sandbox", yaml: oneService("exec: [/bin/web]", top: "sandbox: paranoid\n"),
+            field: "sandbox", reason: "known: default, strict, trusted"),
+        Case(
+            label: "bad module name", yaml: "name: Shop_1\nversion: 1\n", field: "name",
+            reason: "not a valid module name"),
+        Case(
+            label: "bad version", yaml: "name: shop\nversion: ../1\n", field: "version", reason: "not a valid version"),
+        Case(
+            label: "bad service name",
+            yaml: oneService("exec: [/bin/web]").replacingOccurrences(of: "name: web", with: "name: Web.1"),
+            field: "services[0].name", reason: "not a valid service name"),
         Case(
             label: "duplicate service names",
-            yaml: "name: shop\nversion: 1\nservices:\n  - name: web\n    exec: [/bin/web]\n  - name: web\n    exec: [/bin/web]\n",
+            yaml:
+                "name: shop\nversion: 1\nservices:\n  - name: web\n    exec: [/bin/web]\n  - name: web\n    exec: [/bin/web]\n",
             field: "services[1].name", reason: "duplicate service name \"web\" (also services[0])"),
-        Case(label: "relative exec", yaml: oneService("exec: [bin/web]"), field: "services[0].exec[0]", reason: "absolute path"),
-        Case(label: "exec with ..", yaml: oneService("exec: [/bin/../../usr/bin/evil]"), field: "services[0].exec[0]", reason: ". or .. components"),
-        Case(label: "empty exec", yaml: oneService("exec: []"), field: "services[0].exec", reason: "must name a program"),
-        Case(label: "newline in an argument", yaml: oneService("exec: [/bin/web, \"--x\\nExecStartPre=/bin/evil\"]"), field: "services[0].exec[1]", reason: "a line break"),
-        Case(label: "NUL in an environment value", yaml: oneService("exec: [/bin/web]\nenv: {FOO: \"a\\0b\"}"), field: "services[0].env.FOO", reason: "a NUL byte"),
-        Case(label: "tab in the user", yaml: oneService("exec: [/bin/web]\nuser: \"root\\tx\""), field: "services[0].user", reason: "a control character"),
-        Case(label: "= in a variable name", yaml: oneService("exec: [/bin/web]\nenv: {\"A=B\": x}"), field: "services[0].env.A=B", reason: "not a valid variable name"),
-        Case(label: "leading [ in an argument", yaml: oneService("exec: [/bin/web, \"[Service]\"]"), field: "services[0].exec[1]", reason: "must not start with \"[\""),
-        Case(label: "leading = in an argument", yaml: oneService("exec: [/bin/web, \"=x\"]"), field: "services[0].exec[1]", reason: "must not start with \"=\""),
-        Case(label: "bad user", yaml: oneService("exec: [/bin/web]\nuser: \"Root User\""), field: "services[0].user", reason: "not a user name"),
-        Case(label: "unknown dependency", yaml: oneService("exec: [/bin/web]\nafter: [db]"), field: "services[0].after[0]", reason: "unknown service \"db\""),
-        Case(label: "depends on itself", yaml: oneService("exec: [/bin/web]\nrequires: [web]"), field: "services[0].requires[0]", reason: "dependency cycle: web → web"),
+        Case(
+            label: "relative exec", yaml: oneService("exec: [bin/web]"), field: "services[0].exec[0]",
+            reason: "absolute path"),
+        Case(
+            label: "exec with ..", yaml: oneService("exec: [/bin/../../usr/bin/evil]"), field: "services[0].exec[0]",
+            reason: ". or .. components"),
+        Case(
+            label: "empty exec", yaml: oneService("exec: []"), field: "services[0].exec", reason: "must name a program"),
+        Case(
+            label: "newline in an argument", yaml: oneService("exec: [/bin/web, \"--x\\nExecStartPre=/bin/evil\"]"),
+            field: "services[0].exec[1]", reason: "a line break"),
+        Case(
+            label: "NUL in an environment value", yaml: oneService("exec: [/bin/web]\nenv: {FOO: \"a\\0b\"}"),
+            field: "services[0].env.FOO", reason: "a NUL byte"),
+        Case(
+            label: "tab in the user", yaml: oneService("exec: [/bin/web]\nuser: \"root\\tx\""),
+            field: "services[0].user", reason: "a control character"),
+        Case(
+            label: "= in a variable name", yaml: oneService("exec: [/bin/web]\nenv: {\"A=B\": x}"),
+            field: "services[0].env.A=B", reason: "not a valid variable name"),
+        Case(
+            label: "leading [ in an argument", yaml: oneService("exec: [/bin/web, \"[Service]\"]"),
+            field: "services[0].exec[1]", reason: "must not start with \"[\""),
+        Case(
+            label: "leading = in an argument", yaml: oneService("exec: [/bin/web, \"=x\"]"),
+            field: "services[0].exec[1]", reason: "must not start with \"=\""),
+        Case(
+            label: "bad user", yaml: oneService("exec: [/bin/web]\nuser: \"Root User\""), field: "services[0].user",
+            reason: "not a user name"),
+        Case(
+            label: "unknown dependency", yaml: oneService("exec: [/bin/web]\nafter: [db]"),
+            field: "services[0].after[0]", reason: "unknown service \"db\""),
+        Case(
+            label: "depends on itself", yaml: oneService("exec: [/bin/web]\nrequires: [web]"),
+            field: "services[0].requires[0]", reason: "dependency cycle: web → web"),
         Case(
             label: "three-service cycle",
             yaml: """
@@ -106,13 +153,29 @@ struct ModuleManifestTests {
                   - {name: c, exec: [/bin/c], after: [a]}
                 """,
             field: "services[0].after[0]", reason: "dependency cycle: a → b → c → a"),
-        Case(label: "oneshot with restart always", yaml: oneService("exec: [/bin/web]\ntype: oneshot\nrestart: always"), field: "services[0].restart", reason: "not allowed for type oneshot"),
-        Case(label: "zero watchdog", yaml: oneService("exec: [/bin/web]\nwatchdogSec: 0"), field: "services[0].watchdogSec", reason: "greater than 0"),
-        Case(label: "read-write path with a space", yaml: oneService("exec: [/bin/web]\nreadWritePaths: [\"/var/lib/a b\"]"), field: "services[0].readWritePaths[0]", reason: "contains \" \""),
-        Case(label: "read-write root", yaml: oneService("exec: [/bin/web]\nreadWritePaths: [/]"), field: "services[0].readWritePaths[0]", reason: "must not be /"),
-        Case(label: "health URL not http", yaml: oneService("exec: [/bin/web]\nhealthCheck: {http: \"file:///etc/passwd\"}"), field: "services[0].healthCheck.http", reason: "http:// or https://"),
-        Case(label: "volume path escaping", yaml: oneService("exec: [/bin/web]", top: "volumes: {data: /var/../etc}\n"), field: "volumes.data", reason: ". or .. components"),
-        Case(label: "volume name unsafe", yaml: oneService("exec: [/bin/web]", top: "volumes: {Data_1: /var/data}\n"), field: "volumes.Data_1", reason: "not a valid volume name"),
+        Case(
+            label: "oneshot with restart always", yaml: oneService("exec: [/bin/web]\ntype: oneshot\nrestart: always"),
+            field: "services[0].restart", reason: "not allowed for type oneshot"),
+        Case(
+            label: "zero watchdog", yaml: oneService("exec: [/bin/web]\nwatchdogSec: 0"),
+            field: "services[0].watchdogSec", reason: "greater than 0"),
+        Case(
+            label: "read-write path with a space",
+            yaml: oneService("exec: [/bin/web]\nreadWritePaths: [\"/var/lib/a b\"]"),
+            field: "services[0].readWritePaths[0]", reason: "contains \" \""),
+        Case(
+            label: "read-write root", yaml: oneService("exec: [/bin/web]\nreadWritePaths: [/]"),
+            field: "services[0].readWritePaths[0]", reason: "must not be /"),
+        Case(
+            label: "health URL not http",
+            yaml: oneService("exec: [/bin/web]\nhealthCheck: {http: \"file:///etc/passwd\"}"),
+            field: "services[0].healthCheck.http", reason: "http:// or https://"),
+        Case(
+            label: "volume path escaping", yaml: oneService("exec: [/bin/web]", top: "volumes: {data: /var/../etc}\n"),
+            field: "volumes.data", reason: ". or .. components"),
+        Case(
+            label: "volume name unsafe", yaml: oneService("exec: [/bin/web]", top: "volumes: {Data_1: /var/data}\n"),
+            field: "volumes.Data_1", reason: "not a valid volume name"),
     ]
 
     @Test("each invalid manifest is refused with the field named", arguments: cases)

@@ -121,7 +121,8 @@ struct ModuleTreeTests {
     func together() throws {
         let fixture = try ModuleFixture.standard()
         defer { fixture.remove() }
-        try fixture.writeManifest(ModuleFixture.twoServiceManifest.replacingOccurrences(of: "name: db", with: "name: DB"))
+        try fixture.writeManifest(
+            ModuleFixture.twoServiceManifest.replacingOccurrences(of: "name: db", with: "name: DB"))
         try fixture.symlink("/share/abs", to: "/etc/passwd")
         let issues = try Self.issues(fixture)
         #expect(issues.contains { $0.field == "services[1].name" })
@@ -132,7 +133,9 @@ struct ModuleTreeTests {
     func missingParts() throws {
         let fixture = try ModuleFixture()
         defer { fixture.remove() }
-        let noManifest = #expect(throws: MusterError.self) { try ModuleBuilder.load(moduleDirectory: fixture.directory) }
+        let noManifest = #expect(throws: MusterError.self) {
+            try ModuleBuilder.load(moduleDirectory: fixture.directory)
+        }
         #expect(noManifest?.code == .notFound)
         try fixture.writeManifest("name: a\nversion: 1\n")
         try FileManager.default.removeItem(atPath: fixture.rootfs)

@@ -8,7 +8,8 @@ extension Muster {
     struct ModuleBuild: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "build",
-            abstract: "Build a module directory into content-addressed objects, an EROFS image and a signed descriptor.",
+            abstract:
+                "Build a module directory into content-addressed objects, an EROFS image and a signed descriptor.",
             discussion: """
                 DIR holds module.yaml and rootfs/ (the files; exec: [/bin/server] means rootfs/bin/server).
                 OUT receives objects/, meta.erofs and descriptor.json; objects already in OUT are reused, so
@@ -27,10 +28,13 @@ extension Muster {
 
         @Option(
             name: .customLong("state-dir"),
-            help: "Coordinator state directory whose pki/module-signing.key signs the module (default: $MUSTER_STATE_DIR or /var/lib/muster).")
+            help:
+                "Coordinator state directory whose pki/module-signing.key signs the module (default: $MUSTER_STATE_DIR or /var/lib/muster)."
+        )
         var stateDirectory: String?
 
-        @Option(name: .customLong("key"), help: "Sign with this Ed25519 PKCS#8 PEM key instead of the state directory's.")
+        @Option(
+            name: .customLong("key"), help: "Sign with this Ed25519 PKCS#8 PEM key instead of the state directory's.")
         var keyFile: String?
 
         @Flag(help: "Print the result (or the error with every problem) as JSON.")
@@ -70,7 +74,9 @@ extension Muster {
             if let keyFile {
                 signer = try DescriptorSigner.load(keyFile: keyFile)
             } else {
-                let state = stateDirectory ?? ProcessInfo.processInfo.environment["MUSTER_STATE_DIR"] ?? Self.defaultStateDirectory
+                let state =
+                    stateDirectory ?? ProcessInfo.processInfo.environment["MUSTER_STATE_DIR"]
+                    ?? Self.defaultStateDirectory
                 signer = try DescriptorSigner.load(stateDirectory: state)
             }
             let outputDirectory: String
@@ -145,8 +151,10 @@ extension Muster {
 
         static func renderError(_ error: MusterError, issues: [ModuleManifest.Issue]) -> String {
             let body = ErrorBody(
-                code: error.code.wireName, message: issues.isEmpty ? error.message : "module is invalid", hint: error.hint,
-                issues: issues.isEmpty ? nil : issues.map { .init(file: $0.file, field: $0.field, line: $0.line, reason: $0.reason) })
+                code: error.code.wireName, message: issues.isEmpty ? error.message : "module is invalid",
+                hint: error.hint,
+                issues: issues.isEmpty
+                    ? nil : issues.map { .init(file: $0.file, field: $0.field, line: $0.line, reason: $0.reason) })
             return (try? jsonString(["error": body])) ?? #"{"error":{"code":"INTERNAL"}}"#
         }
 
