@@ -127,6 +127,16 @@ struct ModuleDescriptorTests {
         #expect(error.message.contains("services[0].env.X"))
     }
 
+    @Test("object names that are not sha256 digests are never turned into paths")
+    func objectNamesAreDigests() {
+        let objects = ObjectDirectory(path: "/nonexistent")
+        let problems = objects.verify([.init(digest: "../../etc/shadow", size: 1)])
+        #expect(problems == [.unreadable(digest: "../../etc/shadow", reason: "not a lowercase hex sha256")])
+        #expect(ObjectDirectory.isDigest(String(repeating: "0f", count: 32)))
+        #expect(!ObjectDirectory.isDigest(String(repeating: "0F", count: 32)))
+        #expect(ObjectDirectory.relativePath(of: "abcdef") == "ab/cdef")
+    }
+
     @Test("garbage is not a descriptor")
     func garbage() {
         let error = #expect(throws: MusterError.self) { try ModuleDescriptor.decode(Data("{}".utf8), source: "d.json") }
