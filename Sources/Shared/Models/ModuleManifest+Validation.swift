@@ -149,6 +149,10 @@ extension ModuleManifest {
                 fail("\(field).watchdogSec", "must be greater than 0 (leave it out to disable the watchdog)")
             }
             if let check = service.healthCheck {
+                // The YAML reader enforces this too; a manifest decoded from JSON has not been through it.
+                if (check.http == nil) == (check.exec == nil) {
+                    fail("\(field).healthCheck", "needs exactly one of `http` (a URL) or `exec` (argv)")
+                }
                 if let url = check.http {
                     if let problem = Self.httpURLProblem(url) { fail("\(field).healthCheck.http", problem) }
                 }

@@ -127,6 +127,16 @@ struct ModuleDescriptorTests {
         #expect(error.message.contains("services[0].env.X"))
     }
 
+    @Test("a signed health check with both probes is refused on verify")
+    func signedHealthCheckWithBothProbes() throws {
+        let key = Curve25519.Signing.PrivateKey()
+        var payload = try Self.payload()
+        payload.manifest.services[0].healthCheck = .init(http: "http://127.0.0.1/", exec: ["/bin/api"])
+        let descriptor = try ModuleDescriptor.sign(payload, with: key)
+        let error = try #require(throws: MusterError.self) { try descriptor.verify(trustedKeys: [key.publicKey]) }
+        #expect(error.message.contains("services[0].healthCheck: needs exactly one"))
+    }
+
     @Test("object names that are not sha256 digests are never turned into paths")
     func objectNamesAreDigests() {
         let objects = ObjectDirectory(path: "/nonexistent")
