@@ -316,6 +316,30 @@ struct ModuleBuilderTests {
         #expect(stderr.contains("hint: free space"))
     }
 
+    @Test("without CAP_SYS_ADMIN the build stops early with a hint to run as root")
+    func notRoot() throws {
+        let fixture = try ModuleFixture.standard()
+        defer { fixture.remove() }
+        let muster = Self.musterExecutable
+        try #require(FileManager.default.isExecutableFile(atPath: muster), "\(muster) missing: swift build first")
+        let keyPath = "\(fixture.base)/k.pem"
+        try SecureFile.write(Ed25519PEM.encode(Self.signer.key), to: keyPath, mode: 0o644)  // readable by nobody
+        let out = "\(fixture.base)/out-nobody"
+        try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
+        let run = try ModuleFixture.shell(
+            """
+            chmod 755 '\(fixture.base)' && chown 65534:65534 '\(out)' && \
+            setpriv --reuid=65534 --regid=65534 --clear-groups --inh-caps=-all \
+              '\(muster)' module build '\(fixture.directory)' -o '\(out)' --key '\(keyPath)' --json
+            """)
+        #expect(run.status == 1, "\(run.stdout)\n\(run.stderr)")
+        #expect(run.stdout.contains("\"code\" : \"FORBIDDEN\""), "\(run.stdout)")
+        #expect(run.stdout.contains("run `muster module build` as root"))
+        // Stopped before copying anything.
+        let objects = try FileManager.default.contentsOfDirectory(atPath: "\(out)/objects")
+        #expect(objects.isEmpty)
+    }
+
     @Test("the default output is ./NAME-VERSION.module")
     func defaultOutput() async throws {
         let fixture = try ModuleFixture.standard()
