@@ -137,12 +137,7 @@ struct SystemdManager: Sendable {
     /// `org.freedesktop.systemd1.Unit` and (for services and mounts) `…Service` / `…Mount`.
     func state(of unit: UnitName) async throws -> UnitState {
         let path = unit.objectPath
-        let typeInterface: String? =
-            switch unit.suffix {
-            case "service": Self.serviceInterface
-            case "mount": Self.mountInterface
-            default: nil
-            }
+        let typeInterface = Self.typeInterface(of: unit)
         do {
             return try await bus.perform { c in
                 var props = try Self.getAll(c, path: path, interface: Self.unitInterface)
@@ -153,6 +148,33 @@ struct SystemdManager: Sendable {
             }
         } catch let error as SDBusError {
             throw Self.map(error, unit: unit, action: "read the state of")
+        }
+    }
+
+    /// The states of several units in one visit to the connection (for health reports).
+    ///
+    /// D-Bus method `org.freedesktop.DBus.Properties.GetAll`, as ``state(of:)``.
+    func states(of units: [UnitName]) async throws -> [UnitState] {
+        do {
+            return try await bus.perform { c in
+                try units.map { unit throws(SDBusError) in
+                    var props = try Self.getAll(c, path: unit.objectPath, interface: Self.unitInterface)
+                    if let typeInterface = Self.typeInterface(of: unit) {
+                        props.merge(try Self.getAll(c, path: unit.objectPath, interface: typeInterface)) { a, _ in a }
+                    }
+                    return UnitState(name: unit, properties: props)
+                }
+            }
+        } catch let error as SDBusError {
+            throw Self.map(error, unit: nil, action: "read the state of units")
+        }
+    }
+
+    static func typeInterface(of unit: UnitName) -> String? {
+        switch unit.suffix {
+        case "service": serviceInterface
+        case "mount": mountInterface
+        default: nil
         }
     }
 
@@ -175,34 +197,53 @@ struct SystemdManager: Sendable {
         }
     }
 
-    /// Waits until `unit` settles after a start: active, failed, restarting after a failure, or (for a finished
-    /// oneshot) inactive with its job done. Polls every `pollInterval` with `Task.sleep`.
+    /// Waits until `unit` settles after a start: active (and still active with the same main process after
+    /// `settle`), failed, restarting after a failure, or (for a finished oneshot) inactive with its job done. Polls
+    /// every `pollInterval` with `Task.sleep`.
+    ///
+    /// A `Type=simple` service is "active" as soon as it is forked, so one that exits at once would look healthy;
+    /// `settle` is how long it must stay active (same `MainPID`, no restart) before we believe it.
     ///
     /// - Parameters:
     ///   - job: the job path returned by ``start(_:mode:)``; while it is pending an inactive unit is not settled.
+    ///   - settle: how long an active unit must stay active; `.zero` returns at the first active reading.
     ///   - logFile: where the unit's output goes (`StandardOutput=append:`); its last lines are attached to a failure.
     /// - Returns: the settled outcome; `.failed` carries systemd's `Result` and the log tail.
     /// - Throws: ``MusterError`` `.timeout` if it does not settle within `timeout`; D-Bus errors.
     func waitUntilSettled(
-        _ unit: UnitName, job: String? = nil, timeout: Duration = .seconds(30),
+        _ unit: UnitName, job: String? = nil, timeout: Duration = .seconds(30), settle: Duration = .milliseconds(300),
         pollInterval: Duration = .milliseconds(20), logFile: String? = nil, logLines: Int = 20
     ) async throws -> UnitOutcome {
         let clock = ContinuousClock()
         let deadline = clock.now.advanced(by: timeout)
         var last: UnitState?
+        /// When the unit was first seen active, and as which process/restart count.
+        var activeSince: (instant: ContinuousClock.Instant, pid: UInt32, restarts: UInt32)?
         while true {
+            // The job first, then the state: once the job is gone the state read after it is final (a Type=simple
+            // start job finishes at fork, so a state read before the job check could still say "inactive").
+            let pending = if let job { try await jobIsPending(job) } else { false }
             let state = try await state(of: unit)
             last = state
             switch state.activeState {
             case "active", "reloading":
-                return .active(state)
+                if let result = state.result, result != "success" {
+                    // Unit and service properties come from two GetAll calls: the service failed in between.
+                    activeSince = nil
+                    break
+                }
+                if let since = activeSince, since.pid == state.mainPID, since.restarts == state.nRestarts {
+                    if clock.now >= since.instant.advanced(by: settle) { return .active(state) }
+                } else {
+                    activeSince = (clock.now, state.mainPID, state.nRestarts)
+                    if settle == .zero { return .active(state) }
+                }
             case "failed":
                 return .failed(state, logTail: logFile.map { UnitLog.tail(path: $0, lines: logLines) } ?? [])
             case "activating" where state.subState == "auto-restart" && state.result != "success":
                 // Exited and waits to be restarted: report the failure now rather than after the start limit.
                 return .failed(state, logTail: logFile.map { UnitLog.tail(path: $0, lines: logLines) } ?? [])
             case "inactive":
-                let pending = if let job { try await jobIsPending(job) } else { false }
                 if !pending && state.loadState != "loaded" {
                     throw MusterError(
                         .unitNotFound, "unit \(unit) is not loaded (LoadState=\(state.loadState))",
@@ -215,7 +256,7 @@ struct SystemdManager: Sendable {
                     return .inactive(state)
                 }
             default:
-                break
+                activeSince = nil
             }
             guard clock.now < deadline else {
                 throw MusterError(

@@ -18,11 +18,14 @@ struct UnitFile: Sendable, Equatable {
     var service: ServiceSection?
     var mount: MountSection?
     var install: InstallSection?
+    /// The manager the unit is for; sandbox profiles differ for user managers (``SandboxProfile``).
+    var scope: SystemdManager.Scope
 
     init(
         owner: String, unit: UnitSection = UnitSection(), service: ServiceSection? = nil,
-        mount: MountSection? = nil, install: InstallSection? = nil
+        mount: MountSection? = nil, install: InstallSection? = nil, scope: SystemdManager.Scope = .system
     ) {
+        self.scope = scope
         self.owner = owner
         self.unit = unit
         self.service = service
@@ -229,9 +232,10 @@ struct UnitFile: Sendable, Equatable {
         }
         if let o = s.standardOutput { w.raw("StandardOutput", try Self.output(o, field: "Service.StandardOutput")) }
         if let o = s.standardError { w.raw("StandardError", try Self.output(o, field: "Service.StandardError")) }
-        if !s.sandbox.directives.isEmpty {
-            w.lines.append("# Sandbox profile: \(s.sandbox.rawValue)")
-            for (key, value) in s.sandbox.directives { w.raw(key, value) }
+        let sandbox = s.sandbox.directives(for: scope)
+        if !sandbox.isEmpty {
+            w.lines.append("# Sandbox profile: \(s.sandbox.rawValue) (\(scope.rawValue) manager)")
+            for (key, value) in sandbox { w.raw(key, value) }
         }
     }
 
@@ -460,23 +464,36 @@ struct UnitFile: Sendable, Equatable {
 ///   only `AF_UNIX AF_NETLINK AF_INET AF_INET6` sockets.
 /// - `strict`: `default` plus no network (`PrivateNetwork=yes`, `AF_UNIX` only), an empty capability bounding
 ///   set, `MemoryDenyWriteExecute=yes` and `SystemCallFilter=@system-service` (EPERM otherwise).
+///
+/// For a **user** manager (`--systemd user`) the namespace options imply `PrivateUsers=yes`, and inside that user
+/// namespace `ProtectKernelTunables=`, `ProtectKernelLogs=`, `ProtectControlGroups=` (read-only remounts of
+/// `/proc/sys`, `/sys`, `/sys/fs/cgroup`) and `ProtectHome=yes` fail with `226/NAMESPACE` on our nodes (checked on
+/// systemd 252, kernel 6.18); so user-manager profiles leave those three out and use `ProtectHome=tmpfs`, which
+/// hides `/home` just the same.
 enum SandboxProfile: String, Sendable, CaseIterable {
     case `default`
     case strict
     case trusted
 
-    /// The directives, in the order written.
-    var directives: [(String, String)] {
-        let base: [(String, String)] = [
+    /// The directives for a unit of a `scope` manager, in the order written.
+    func directives(for scope: SystemdManager.Scope = .system) -> [(String, String)] {
+        let user = scope == .user
+        var base: [(String, String)] = [
             ("NoNewPrivileges", "yes"),
             ("PrivateTmp", "yes"),
             ("PrivateDevices", "yes"),
             ("ProtectSystem", "strict"),
-            ("ProtectHome", "yes"),
-            ("ProtectKernelTunables", "yes"),
+            ("ProtectHome", user ? "tmpfs" : "yes"),
+        ]
+        if !user {
+            base += [
+                ("ProtectKernelTunables", "yes"),
+                ("ProtectKernelLogs", "yes"),
+                ("ProtectControlGroups", "yes"),
+            ]
+        }
+        base += [
             ("ProtectKernelModules", "yes"),
-            ("ProtectKernelLogs", "yes"),
-            ("ProtectControlGroups", "yes"),
             ("ProtectClock", "yes"),
             ("ProtectHostname", "yes"),
             ("RestrictSUIDSGID", "yes"),

@@ -33,7 +33,8 @@ struct SystemdManagerTests {
             service: .init(
                 type: type, execStart: argv, restart: restart, restartSec: .milliseconds(50),
                 environment: environment, readWritePaths: readWritePaths, sandbox: sandbox,
-                standardOutput: .append(log), standardError: .append(log)))
+                standardOutput: .append(log), standardError: .append(log)),
+            scope: .user)
     }
 
     /// Polls until `condition` holds for the unit's state (no wall-clock assertion: a generous deadline only).
@@ -198,9 +199,12 @@ struct SystemdManagerTests {
                 Issue.record("profile \(profile): \(outcome.failureMessage ?? "\(outcome)")\nmanager log:\n\(node.manager.log)")
                 return
             }
-            _ = try await Self.waitFor(node.systemd, unit, "out written") { _ in
-                FileManager.default.fileExists(atPath: "\(rw)/out")
+            let final = try await Self.waitFor(node.systemd, unit, "out written") { state in
+                FileManager.default.fileExists(atPath: "\(rw)/out") || state.activeState != "active"
             }
+            #expect(
+                FileManager.default.fileExists(atPath: "\(rw)/out"),
+                "profile \(profile): \(final.activeState)/\(final.result ?? "?"), log: \(UnitLog.tail(path: log, lines: 10))")
             try await node.systemd.stop(unit)
         }
     }

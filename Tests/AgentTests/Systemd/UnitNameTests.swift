@@ -45,11 +45,17 @@ struct UnitNameTests {
         #expect(ours.rawValue == expected.stdout.trimmingSuffixNewline())
     }
 
-    @Test("mount paths systemd-escape refuses are refused too", arguments: ["relative/x", "/srv/../etc", "/a/.."])
+    @Test("mount paths systemd-escape refuses are refused too", arguments: ["/srv/../etc", "/a/..", "/../x"])
     func refusedPaths(path: String) throws {
         let theirs = try runCommand("/usr/bin/systemd-escape", ["--path", path])
         #expect(theirs.status != 0)
         #expect(throws: MusterError.self) { try UnitName.mount(where: path) }
+    }
+
+    /// systemd-escape --path escapes relative paths too; a mount point must be absolute, so we refuse them.
+    @Test("relative mount paths are refused")
+    func relativePath() {
+        #expect(throws: MusterError.self) { try UnitName.mount(where: "relative/x") }
     }
 
     @Test("object paths match sd_bus_path_encode")
