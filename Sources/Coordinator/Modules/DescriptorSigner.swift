@@ -11,6 +11,9 @@ struct DescriptorSigner: Sendable {
 
     init(key: Curve25519.Signing.PrivateKey) { self.key = key }
 
+    /// The public half, what verifiers trust.
+    var publicKey: Curve25519.Signing.PublicKey { key.publicKey }
+
     /// ``ModuleDescriptor/keyID(of:)`` of the key.
     var keyID: String { ModuleDescriptor.keyID(of: key.publicKey) }
 

@@ -45,14 +45,6 @@ struct ModuleBuilder {
         var reusedObjects: Int
     }
 
-    /// Paths inside an output directory.
-    struct OutputLayout: Sendable {
-        var directory: String
-        var objects: String { "\(directory)/objects" }
-        var image: String { "\(directory)/meta.erofs" }
-        var descriptor: String { "\(directory)/descriptor.json" }
-    }
-
     static let manifestFileName = "module.yaml"
     static let rootfsDirectoryName = "rootfs"
 
@@ -75,7 +67,7 @@ struct ModuleBuilder {
         -> Result
     {
         let directory = Self.standardized(moduleDirectory)
-        let output = OutputLayout(directory: Self.standardized(outputDirectory))
+        let output = ModuleBundle(directory: Self.standardized(outputDirectory))
         let (manifest, tree) = try Self.load(moduleDirectory: directory)
 
         let rootfs = "\(directory)/\(Self.rootfsDirectoryName)"
@@ -83,7 +75,7 @@ struct ModuleBuilder {
             throw MusterError(.usage, "the output directory \(output.directory) must not be inside \(rootfs)")
         }
         try SecureFile.makeDirectory(output.directory, mode: 0o755)
-        try SecureFile.makeDirectory(output.objects, mode: 0o755)
+        try SecureFile.makeDirectory(output.objects.path, mode: 0o755)
 
         let skeleton = "\(output.directory)/.skeleton-\(UInt32.random(in: 0...UInt32.max))"
         guard mkdir(skeleton, 0o700) == 0 else { throw Self.posixError("create", skeleton) }
@@ -91,7 +83,7 @@ struct ModuleBuilder {
         try Self.probeTrustedXattrs(in: skeleton)
 
         // Objects first (the skeleton needs their names), then the skeleton, then the image.
-        let objects = ObjectDirectory(path: output.objects)
+        let objects = output.objects
         var digests: [String: ModuleDescriptor.Object] = [:]  // in-module path → object
         var stored: Set<ModuleDescriptor.Object> = []
         var newObjects = 0
@@ -115,15 +107,15 @@ struct ModuleBuilder {
         guard let (imageDigest, imageSize) = try ContentDigest.sha256(ofFileAt: temporaryImage) else {
             throw MusterError(.internal, "mkfs.erofs succeeded but wrote no image at \(temporaryImage)")
         }
-        guard rename(temporaryImage, output.image) == 0 else {
-            throw Self.posixError("rename into place", output.image)
+        guard rename(temporaryImage, output.imagePath) == 0 else {
+            throw Self.posixError("rename into place", output.imagePath)
         }
 
         let payload = ModuleDescriptor.Payload(
             manifest: manifest, image: .init(digest: imageDigest, size: imageSize), objects: Array(stored))
         let descriptor = try signer.sign(payload)
         try SecureFile.write(
-            String(decoding: try descriptor.encoded(), as: UTF8.self) + "\n", to: output.descriptor, mode: 0o644)
+            String(decoding: try descriptor.encoded(), as: UTF8.self) + "\n", to: output.descriptorPath, mode: 0o644)
         logger.info(
             "built module",
             metadata: [

@@ -214,6 +214,50 @@ struct ModuleBuilderTests {
         }
     }
 
+    @Test("muster module verify accepts an intact build and refuses a changed image, object or key")
+    func verifyCommand() async throws {
+        let fixture = try ModuleFixture.standard()
+        defer { fixture.remove() }
+        let keyPath = "\(fixture.base)/k.pem"
+        try SecureFile.write(Ed25519PEM.encode(Self.signer.key), to: keyPath, mode: 0o600)
+        let result = try await Self.build(fixture)
+        let bundle = ModuleBundle(directory: result.outputDirectory)
+
+        let summary = try Muster.ModuleVerify.parse([result.outputDirectory, "--key", keyPath]).verify()
+        #expect(summary.name == "shop" && summary.objects == 5)
+        #expect(summary.imageDigest == result.descriptor.payload.image.digest)
+
+        let otherKey = "\(fixture.base)/other.pem"
+        try SecureFile.write(Ed25519PEM.encode(Curve25519.Signing.PrivateKey()), to: otherKey, mode: 0o600)
+        let wrongKey = try #require(throws: MusterError.self) {
+            try Muster.ModuleVerify.parse([result.outputDirectory, "--key", otherKey]).verify()
+        }
+        #expect(wrongKey.code == .verificationFailed)
+
+        // A different (validly built) image under the signed descriptor.
+        let image = try #require(FileManager.default.contents(atPath: bundle.imagePath))
+        var changed = image
+        changed[changed.count - 1] ^= 0xff
+        try changed.write(to: URL(fileURLWithPath: bundle.imagePath))
+        let imageError = try #require(throws: MusterError.self) {
+            try bundle.verify(trustedKeys: [Self.signer.publicKey])
+        }
+        #expect(imageError.code == .digestMismatch)
+        #expect(imageError.message.contains("meta.erofs is not the signed image"))
+        try image.write(to: URL(fileURLWithPath: bundle.imagePath))
+        #expect(throws: Never.self) { try bundle.verify(trustedKeys: [Self.signer.publicKey]) }
+
+        let object = try #require(result.descriptor.payload.objects.first)
+        let path = bundle.objects.path(of: object.digest)
+        #expect(chmod(path, 0o644) == 0)
+        try Data(repeating: 0x41, count: Int(object.size)).write(to: URL(fileURLWithPath: path))
+        let objectError = try #require(throws: MusterError.self) {
+            try Muster.ModuleVerify.parse([result.outputDirectory, "--key", keyPath]).verify()
+        }
+        #expect(objectError.code == .digestMismatch)
+        #expect(objectError.message.contains(object.digest))
+    }
+
     @Test("an invalid module is refused before anything is written")
     func invalidModule() async throws {
         let fixture = try ModuleFixture.standard()

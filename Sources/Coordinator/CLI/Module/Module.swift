@@ -5,6 +5,6 @@ extension Muster {
     struct Module: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "module", abstract: "Build and manage modules (composefs-style images run as systemd units).",
-            subcommands: [ModuleBuild.self])
+            subcommands: [ModuleBuild.self, ModuleVerify.self])
     }
 }

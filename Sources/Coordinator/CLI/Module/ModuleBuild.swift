@@ -26,16 +26,7 @@ extension Muster {
         @Option(name: [.short, .customLong("output")], help: "Output directory (default: ./NAME-VERSION.module).")
         var output: String?
 
-        @Option(
-            name: .customLong("state-dir"),
-            help:
-                "Coordinator state directory whose pki/module-signing.key signs the module (default: $MUSTER_STATE_DIR or /var/lib/muster)."
-        )
-        var stateDirectory: String?
-
-        @Option(
-            name: .customLong("key"), help: "Sign with this Ed25519 PKCS#8 PEM key instead of the state directory's.")
-        var keyFile: String?
+        @OptionGroup var key: ModuleKeyOptions
 
         @Flag(help: "Print the result (or the error with every problem) as JSON.")
         var json = false
@@ -43,26 +34,12 @@ extension Muster {
         @Flag(name: .customLong("verbose"), help: "Log build steps to stderr.")
         var verbose = false
 
-        static let defaultStateDirectory = "/var/lib/muster"
-
-        func validate() throws {
-            if stateDirectory != nil && keyFile != nil {
-                throw ValidationError("pass either --state-dir or --key, not both")
-            }
-        }
-
         func run() async throws {
             do {
                 let result = try await build()
                 print(try Self.render(result, json: json))
             } catch {
-                let failure = Self.failure(error)
-                if json {
-                    print(Self.renderError(failure.error, issues: failure.issues))
-                } else {
-                    FileHandle.standardError.write(Data("error: \(failure.error.description)\n".utf8))
-                }
-                throw ExitCode(failure.error.code.exitCode)
+                throw ModuleOutput.report(error, json: json)
             }
         }
 
@@ -70,15 +47,7 @@ extension Muster {
         func build() async throws -> ModuleBuilder.Result {
             var logger = Logger(label: "muster.module.build")
             logger.logLevel = verbose ? .debug : .warning
-            let signer: DescriptorSigner
-            if let keyFile {
-                signer = try DescriptorSigner.load(keyFile: keyFile)
-            } else {
-                let state =
-                    stateDirectory ?? ProcessInfo.processInfo.environment["MUSTER_STATE_DIR"]
-                    ?? Self.defaultStateDirectory
-                signer = try DescriptorSigner.load(stateDirectory: state)
-            }
+            let signer = try key.loadSigner()
             let outputDirectory: String
             if let output {
                 outputDirectory = output
@@ -109,59 +78,23 @@ extension Muster {
 
         static func summary(_ result: ModuleBuilder.Result) -> Summary {
             let payload = result.descriptor.payload
-            let layout = ModuleBuilder.OutputLayout(directory: result.outputDirectory)
+            let layout = ModuleBundle(directory: result.outputDirectory)
             return Summary(
                 name: payload.manifest.name, version: payload.manifest.version, output: result.outputDirectory,
-                descriptor: layout.descriptor, imageDigest: payload.image.digest, imageSize: payload.image.size,
+                descriptor: layout.descriptorPath, imageDigest: payload.image.digest, imageSize: payload.image.size,
                 objects: payload.objects.count, objectBytes: payload.totalObjectBytes, newObjects: result.newObjects,
                 reusedObjects: result.reusedObjects, keyID: result.descriptor.signature.keyID)
         }
 
         static func render(_ result: ModuleBuilder.Result, json: Bool) throws -> String {
             let summary = summary(result)
-            if json { return try jsonString(summary) }
+            if json { return try ModuleOutput.jsonString(summary) }
             return """
                 built \(summary.name)@\(summary.version) into \(summary.output)
                   image    sha256:\(summary.imageDigest) (\(summary.imageSize) bytes)
                   objects  \(summary.objects) (\(summary.objectBytes) bytes; \(summary.newObjects) new, \(summary.reusedObjects) already present)
                   signed   by key \(summary.keyID.prefix(16))…
                 """
-        }
-
-        struct ErrorBody: Codable {
-            struct Issue: Codable {
-                var file: String
-                var field: String
-                var line: Int?
-                var reason: String
-            }
-            var code: String
-            var message: String
-            var hint: String?
-            var issues: [Issue]?
-        }
-
-        static func failure(_ error: any Error) -> (error: MusterError, issues: [ModuleManifest.Issue]) {
-            switch error {
-            case let invalid as ModuleManifest.ValidationError: (invalid.musterError, invalid.issues)
-            case let muster as MusterError: (muster, [])
-            default: (MusterError(.internal, "\(error)", cause: UnderlyingError(error)), [])
-            }
-        }
-
-        static func renderError(_ error: MusterError, issues: [ModuleManifest.Issue]) -> String {
-            let body = ErrorBody(
-                code: error.code.wireName, message: issues.isEmpty ? error.message : "module is invalid",
-                hint: error.hint,
-                issues: issues.isEmpty
-                    ? nil : issues.map { .init(file: $0.file, field: $0.field, line: $0.line, reason: $0.reason) })
-            return (try? jsonString(["error": body])) ?? #"{"error":{"code":"INTERNAL"}}"#
-        }
-
-        static func jsonString<T: Encodable>(_ value: T) throws -> String {
-            let encoder = JSONEncoder()
-            encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-            return String(decoding: try encoder.encode(value), as: UTF8.self)
         }
     }
 }
