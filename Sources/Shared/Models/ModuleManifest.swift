@@ -190,6 +190,9 @@ public struct TimeSpan: Codable, Sendable, Equatable, Hashable, CustomStringConv
         self.milliseconds = ms
     }
 
+    /// The span as a `Duration` (for unit-file writers that take one).
+    public var duration: Duration { .milliseconds(Int64(milliseconds)) }
+
     /// `<n>ms`, as systemd reads it.
     public var description: String { "\(milliseconds)ms" }
 

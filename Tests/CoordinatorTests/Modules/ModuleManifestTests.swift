@@ -229,5 +229,6 @@ struct ModuleManifestTests {
         #expect(TimeSpan(parsing: "8d") == nil)
         #expect(TimeSpan(parsing: "-1s") == nil)
         #expect(TimeSpan(parsing: "999999h") == nil)
+        #expect(TimeSpan(milliseconds: 1500).duration == .milliseconds(1500))
     }
 }
