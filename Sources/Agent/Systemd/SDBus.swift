@@ -76,7 +76,8 @@ final class SDBus: @unchecked Sendable {
         case .bus(let text), .direct(let text):
             try sdCall("sd_bus_new") { _ in sd_bus_new(&bus) }
             guard let created = bus else {
-                throw SDBusError(name: nil, message: "sd_bus_new returned no bus", errno: ENOMEM, function: "sd_bus_new")
+                throw SDBusError(
+                    name: nil, message: "sd_bus_new returned no bus", errno: ENOMEM, function: "sd_bus_new")
             }
             do {
                 try sdCall("sd_bus_set_address") { _ in text.withCString { sd_bus_set_address(created, $0) } }
@@ -125,7 +126,8 @@ final class SDBus: @unchecked Sendable {
                 }
             }
             guard let m else {
-                throw SDBusError(name: nil, message: "no message", errno: ENOMEM, function: "sd_bus_message_new_method_call")
+                throw SDBusError(
+                    name: nil, message: "no message", errno: ENOMEM, function: "sd_bus_message_new_method_call")
             }
             return SDBusMessage(adopting: m)
         }

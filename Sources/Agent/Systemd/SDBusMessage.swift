@@ -1,5 +1,9 @@
 import CSystemd
 
+#if canImport(Glibc)
+    import Glibc
+#endif
+
 /// A value read from a D-Bus message; containers other than structs and variants are skipped.
 enum SDBusValue: Sendable, Equatable {
     case string(String)
@@ -204,7 +208,8 @@ final class SDBusMessage {
     }
 
     private static func endOfMessage(expected: String) -> SDBusError {
-        SDBusError(name: nil, message: "unexpected end of message, expected \(expected)", errno: 74 /* EBADMSG */,
-                   function: "sd_bus_message_read_basic")
+        SDBusError(
+            name: nil, message: "unexpected end of message, expected \(expected)", errno: EBADMSG,
+            function: "sd_bus_message_read_basic")
     }
 }

@@ -31,10 +31,6 @@ struct SystemdManager: Sendable {
 
     let bus: SDBus
 
-    init(bus: SDBus) {
-        self.bus = bus
-    }
-
     /// Connects to the manager of `scope` (the system bus, or the user bus from the environment).
     static func connect(_ scope: Scope) async throws -> SystemdManager {
         try await connect(scope == .system ? SDBus.Address.system : SDBus.Address.user)
@@ -118,8 +114,9 @@ struct SystemdManager: Sendable {
                     try reply.skip("sou")  // followed unit, object path, job id
                     try reply.skip("so")  // job type, job path
                     try reply.exit()
-                    out.append(UnitListEntry(
-                        name: name, description: description, loadState: load, activeState: active, subState: sub))
+                    out.append(
+                        UnitListEntry(
+                            name: name, description: description, loadState: load, activeState: active, subState: sub))
                 }
                 try reply.exit()
                 return out

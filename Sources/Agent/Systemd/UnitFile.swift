@@ -69,6 +69,9 @@ struct UnitFile: Sendable, Equatable {
         case always
     }
 
+    /// Who may send `sd_notify` messages (`NotifyAccess=`); `all` lets a child (e.g. `systemd-notify`) do it.
+    enum NotifyAccess: String, Sendable, CaseIterable { case none, main, exec, all }
+
     /// Where the service's stdout/stderr go.
     enum Output: Sendable, Equatable {
         case inherit
@@ -94,6 +97,7 @@ struct UnitFile: Sendable, Equatable {
         var restart: RestartPolicy = .no
         var restartSec: Duration?
         var watchdogSec: Duration?
+        var notifyAccess: NotifyAccess?
         var timeoutStartSec: Duration?
         var remainAfterExit: Bool?
         var environment: [EnvironmentVariable] = []
@@ -107,7 +111,8 @@ struct UnitFile: Sendable, Equatable {
 
         init(
             type: ServiceType = .simple, execStart: [String], restart: RestartPolicy = .no,
-            restartSec: Duration? = nil, watchdogSec: Duration? = nil, timeoutStartSec: Duration? = nil,
+            restartSec: Duration? = nil, watchdogSec: Duration? = nil, notifyAccess: NotifyAccess? = nil,
+            timeoutStartSec: Duration? = nil,
             remainAfterExit: Bool? = nil, environment: [EnvironmentVariable] = [], user: String? = nil,
             group: String? = nil, workingDirectory: String? = nil, readWritePaths: [String] = [],
             sandbox: SandboxProfile = .default, standardOutput: Output? = nil, standardError: Output? = nil
@@ -117,6 +122,7 @@ struct UnitFile: Sendable, Equatable {
             self.restart = restart
             self.restartSec = restartSec
             self.watchdogSec = watchdogSec
+            self.notifyAccess = notifyAccess
             self.timeoutStartSec = timeoutStartSec
             self.remainAfterExit = remainAfterExit
             self.environment = environment
@@ -146,7 +152,6 @@ struct UnitFile: Sendable, Equatable {
 
     struct InstallSection: Sendable, Equatable {
         var wantedBy: [UnitName] = []
-        init(wantedBy: [UnitName] = []) { self.wantedBy = wantedBy }
     }
 
     // MARK: - Errors
@@ -205,10 +210,13 @@ struct UnitFile: Sendable, Equatable {
         }
         w.raw("ExecStart", try Self.commandLine(s.execStart, field: "Service.ExecStart"))
         w.raw("Restart", s.restart.rawValue)
-        if let r = s.restartSec { w.raw("RestartSec", try Self.duration(r, field: "Service.RestartSec", allowZero: true)) }
+        if let r = s.restartSec {
+            w.raw("RestartSec", try Self.duration(r, field: "Service.RestartSec", allowZero: true))
+        }
         if let d = s.watchdogSec {
             w.raw("WatchdogSec", try Self.duration(d, field: "Service.WatchdogSec", allowZero: false))
         }
+        if let n = s.notifyAccess { w.raw("NotifyAccess", n.rawValue) }
         if let d = s.timeoutStartSec {
             w.raw("TimeoutStartSec", try Self.duration(d, field: "Service.TimeoutStartSec", allowZero: false))
         }
@@ -244,7 +252,8 @@ struct UnitFile: Sendable, Equatable {
         w.raw("What", try Self.safeToken(m.what, field: "Mount.What", extra: ":/,=+@"))
         w.raw("Where", try Self.path(m.where, field: "Mount.Where"))
         if let t = m.type {
-            guard !t.isEmpty, t.utf8.allSatisfy({ Self.isAlnum($0) || $0 == UInt8(ascii: ".") || $0 == UInt8(ascii: "_") })
+            guard !t.isEmpty,
+                t.utf8.allSatisfy({ Self.isAlnum($0) || $0 == UInt8(ascii: ".") || $0 == UInt8(ascii: "_") })
             else { throw ValidationError(field: "Mount.Type", reason: "must be a file system name from [A-Za-z0-9._]") }
             w.raw("Type", t)
         }
@@ -373,7 +382,8 @@ struct UnitFile: Sendable, Equatable {
         guard !value.isEmpty else { throw ValidationError(field: field, reason: "must not be empty") }
         for b in value.utf8 where !(isAlnum(b) || allowed.contains(b)) {
             throw ValidationError(
-                field: field, reason: "character '\(Character(Unicode.Scalar(b)))' is not allowed here "
+                field: field,
+                reason: "character '\(Character(Unicode.Scalar(b)))' is not allowed here "
                     + "(allowed: letters, digits and ._-\(extra))")
         }
         if value.first == "-" || value.first == "+" {
@@ -408,7 +418,9 @@ struct UnitFile: Sendable, Equatable {
     /// Milliseconds (`1500ms`); sub-millisecond remainders are refused rather than rounded silently.
     static func duration(_ d: Duration, field: String, allowZero: Bool) throws(ValidationError) -> String {
         let (seconds, attoseconds) = d.components
-        guard seconds >= 0, attoseconds >= 0 else { throw ValidationError(field: field, reason: "must not be negative") }
+        guard seconds >= 0, attoseconds >= 0 else {
+            throw ValidationError(field: field, reason: "must not be negative")
+        }
         guard attoseconds % 1_000_000_000_000_000 == 0 else {
             throw ValidationError(field: field, reason: "must be a whole number of milliseconds")
         }

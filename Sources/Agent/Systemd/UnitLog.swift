@@ -15,7 +15,9 @@ enum UnitLog {
         var bytes = [UInt8](repeating: 0, count: Int(end) - start)
         var got = 0
         while got < bytes.count {
-            let n = bytes.withUnsafeMutableBytes { pread(fd, $0.baseAddress.map { $0 + got }, $0.count - got, off_t(start + got)) }
+            let n = bytes.withUnsafeMutableBytes {
+                pread(fd, $0.baseAddress.map { $0 + got }, $0.count - got, off_t(start + got))
+            }
             if n < 0 && errno == EINTR { continue }
             if n <= 0 { break }
             got += n

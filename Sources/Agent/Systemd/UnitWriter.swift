@@ -14,10 +14,6 @@ import Shared
 struct UnitWriter: Sendable {
     let directory: String
 
-    init(directory: String) {
-        self.directory = directory
-    }
-
     enum Outcome: Sendable, Equatable {
         case created
         case updated
@@ -141,7 +137,8 @@ struct UnitWriter: Sendable {
 
     private func atomicWrite(_ text: String, to target: String) throws {
         var random = SystemRandomNumberGenerator()
-        let temp = "\(directory)/.\(target.split(separator: "/").last ?? "unit").muster-\(random.next() % 1_000_000_000)"
+        let temp =
+            "\(directory)/.\(target.split(separator: "/").last ?? "unit").muster-\(random.next() % 1_000_000_000)"
         let fd = open(temp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0o644)
         guard fd >= 0 else { throw Self.ioError("open", temp) }
         var ok = false
@@ -153,7 +150,9 @@ struct UnitWriter: Sendable {
             let bytes = Array(text.utf8)
             var offset = 0
             while offset < bytes.count {
-                let n = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress.map { $0 + offset }, bytes.count - offset) }
+                let n = bytes.withUnsafeBytes {
+                    Glibc.write(fd, $0.baseAddress.map { $0 + offset }, bytes.count - offset)
+                }
                 if n < 0 {
                     if errno == EINTR { continue }
                     throw Self.ioError("write", temp)

@@ -54,7 +54,7 @@ final class UserManager: Sendable {
         }
     }
 
-    private static func hierarchies() -> [String] {
+    static func hierarchies() -> [String] {
         let root = "/sys/fs/cgroup"
         let entries = (try? FileManager.default.contentsOfDirectory(atPath: root)) ?? []
         return entries.sorted().map { "\(root)/\($0)" }.filter {
@@ -111,7 +111,7 @@ final class UserManager: Sendable {
         return manager
     }
 
-    private static func spawn(_ argv: [String], log: String) throws -> pid_t {
+    static func spawn(_ argv: [String], log: String) throws -> pid_t {
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
@@ -183,10 +183,12 @@ final class UserManager: Sendable {
         _ = try? FileManager.default.removeItem(atPath: base)
     }
 
-    private static func pids(under dir: String) -> [pid_t] {
+    static func pids(under dir: String) -> [pid_t] {
         guard let enumerator = FileManager.default.enumerator(atPath: dir) else { return [] }
         var out: [pid_t] = []
-        let files = ["cgroup.procs"] + enumerator.compactMap { ($0 as? String).flatMap { $0.hasSuffix("/cgroup.procs") ? $0 : nil } }
+        let files =
+            ["cgroup.procs"]
+            + enumerator.compactMap { ($0 as? String).flatMap { $0.hasSuffix("/cgroup.procs") ? $0 : nil } }
         for f in files {
             let text = (try? String(contentsOfFile: "\(dir)/\(f)", encoding: .utf8)) ?? ""
             out += text.split(separator: "\n").compactMap { pid_t($0) }
@@ -195,12 +197,15 @@ final class UserManager: Sendable {
     }
 
     /// cgroup directories are removed with rmdir, deepest first (their files cannot be unlinked).
-    private static func removeTree(_ dir: String) {
+    static func removeTree(_ dir: String) {
         guard FileManager.default.fileExists(atPath: dir) else { return }
         let subdirs = (FileManager.default.subpaths(atPath: dir) ?? [])
             .filter { !$0.contains("/cgroup.") && !$0.hasPrefix("cgroup.") }
             .map { "\(dir)/\($0)" }
-            .filter { var isDir: ObjCBool = false; return FileManager.default.fileExists(atPath: $0, isDirectory: &isDir) && isDir.boolValue }
+            .filter {
+                var isDir: ObjCBool = false
+                return FileManager.default.fileExists(atPath: $0, isDirectory: &isDir) && isDir.boolValue
+            }
             .sorted { $0.count > $1.count }
         for d in subdirs { rmdir(d) }
         rmdir(dir)

@@ -8,7 +8,8 @@ import Testing
 struct SDNotifyTests {
     @Test("states are preformatted into one newline-separated string")
     func format() {
-        #expect(SDNotify.format([.ready, .status("attached 2 modules\nok")]) == "READY=1\nSTATUS=attached 2 modules ok")
+        #expect(
+            SDNotify.format([.ready, .status("attached 2 modules\nok")]) == "READY=1\nSTATUS=attached 2 modules ok")
         #expect(SDNotify.format([.watchdog]) == "WATCHDOG=1")
         #expect(SDNotify.format([.stopping, .mainPID(42)]) == "STOPPING=1\nMAINPID=42")
     }

@@ -19,7 +19,8 @@ struct SystemdManagerTests {
     static func withNode(_ body: (Node) async throws -> Void) async throws {
         try await UserManager.with { manager in
             let systemd = try await SystemdManager.connect(manager.busAddress)
-            try await body(Node(manager: manager, systemd: systemd, writer: UnitWriter(directory: manager.unitDirectory)))
+            try await body(
+                Node(manager: manager, systemd: systemd, writer: UnitWriter(directory: manager.unitDirectory)))
         }
     }
 
@@ -118,7 +119,8 @@ struct SystemdManagerTests {
         try await Self.withNode { node in
             let unit = try UnitName.service(module: "web", service: "crashloop")
             let log = "\(node.scratch)/crash.log"
-            try node.writer.write(Self.service(["/bin/sh", "-c", "echo crash; exit 1"], restart: .always, log: log), as: unit)
+            try node.writer.write(
+                Self.service(["/bin/sh", "-c", "echo crash; exit 1"], restart: .always, log: log), as: unit)
             try await node.systemd.daemonReload()
             let job = try await node.systemd.start(unit)
             let outcome = try await node.systemd.waitUntilSettled(unit, job: job, logFile: log)
@@ -181,7 +183,9 @@ struct SystemdManagerTests {
         }
     }
 
-    @Test("services start under every sandbox profile and can write their read-write paths", arguments: SandboxProfile.allCases)
+    @Test(
+        "services start under every sandbox profile and can write their read-write paths",
+        arguments: SandboxProfile.allCases)
     func sandboxProfiles(profile: SandboxProfile) async throws {
         try await Self.withNode { node in
             let unit = try UnitName.service(module: "sandbox", service: profile.rawValue)
@@ -196,7 +200,8 @@ struct SystemdManagerTests {
             let job = try await node.systemd.start(unit)
             let outcome = try await node.systemd.waitUntilSettled(unit, job: job, logFile: log)
             guard case .active = outcome else {
-                Issue.record("profile \(profile): \(outcome.failureMessage ?? "\(outcome)")\nmanager log:\n\(node.manager.log)")
+                Issue.record(
+                    "profile \(profile): \(outcome.failureMessage ?? "\(outcome)")\nmanager log:\n\(node.manager.log)")
                 return
             }
             let final = try await Self.waitFor(node.systemd, unit, "out written") { state in
@@ -204,7 +209,8 @@ struct SystemdManagerTests {
             }
             #expect(
                 FileManager.default.fileExists(atPath: "\(rw)/out"),
-                "profile \(profile): \(final.activeState)/\(final.result ?? "?"), log: \(UnitLog.tail(path: log, lines: 10))")
+                "profile \(profile): \(final.activeState)/\(final.result ?? "?"), log: \(UnitLog.tail(path: log, lines: 10))"
+            )
             try await node.systemd.stop(unit)
         }
     }
@@ -216,12 +222,12 @@ struct SystemdManagerTests {
         try await Self.withNode { node in
             let script = "\(node.scratch)/argv.py"
             try """
-                #!/usr/bin/python3
-                import os, sys
-                with open(sys.argv[1], "wb") as f:
-                    f.write(b"\\0".join(os.fsencode(a) for a in sys.argv[2:]))
-                    f.write(b"\\n---\\n" + os.environb.get(b"MUSTER_RT", b"<unset>"))
-                """.write(toFile: script, atomically: true, encoding: .utf8)
+            #!/usr/bin/python3
+            import os, sys
+            with open(sys.argv[1], "wb") as f:
+                f.write(b"\\0".join(os.fsencode(a) for a in sys.argv[2:]))
+                f.write(b"\\n---\\n" + os.environb.get(b"MUSTER_RT", b"<unset>"))
+            """.write(toFile: script, atomically: true, encoding: .utf8)
             chmod(script, 0o755)
             let out = "\(node.scratch)/argv.out"
             let args = [

@@ -75,10 +75,13 @@ struct UnitFileTests {
         ("Service.RestartSec", { $0.service?.restartSec = .milliseconds(-5) }),
         ("Service.WatchdogSec", { $0.service?.watchdogSec = .zero }),
         ("Service.WatchdogSec", { $0.service?.watchdogSec = .microseconds(1500) }),
-        ("Service.Restart", {
-            $0.service?.type = .oneshot
-            $0.service?.restart = .always
-        }),
+        (
+            "Service.Restart",
+            {
+                $0.service?.type = .oneshot
+                $0.service?.restart = .always
+            }
+        ),
     ]
 
     @Test("injection attempts are refused with the field named", arguments: 0..<injections.count)
@@ -137,12 +140,13 @@ struct UnitFileTests {
 
     @Test("generated mount units pass systemd-analyze verify without output", .enabled(if: Self.hasAnalyze))
     func verifyMount() throws {
-        let where_ = "/srv/muster/my-module@1.0"
-        let name = try UnitName.mount(where: where_)
+        let mountPoint = "/srv/muster/my-module@1.0"
+        let name = try UnitName.mount(where: mountPoint)
         let file = UnitFile(
             owner: "my-module/mount",
             unit: .init(description: "Module my-module 1.0"),
-            mount: .init(what: "/var/lib/muster/images/meta.erofs", where: where_, type: "erofs", options: ["ro", "loop"]))
+            mount: .init(
+                what: "/var/lib/muster/images/meta.erofs", where: mountPoint, type: "erofs", options: ["ro", "loop"]))
         let result = try Self.verify(try file.render(), as: name.rawValue)
         #expect(result.status == 0, "verify exit \(result.status): \(result.stderr)")
         #expect(result.stderr.isEmpty, "verify printed: \(result.stderr)")
@@ -151,7 +155,8 @@ struct UnitFileTests {
     /// The check above can fail: a broken unit produces output.
     @Test("systemd-analyze verify reports a bad unit", .enabled(if: Self.hasAnalyze))
     func verifyCatchesErrors() throws {
-        let text = try Self.sample(sandbox: .trusted).render().replacingOccurrences(of: "RestartSec=", with: "RestartSecs=")
+        let text = try Self.sample(sandbox: .trusted).render().replacingOccurrences(
+            of: "RestartSec=", with: "RestartSecs=")
         let result = try Self.verify(text, as: "muster-web-api.service")
         #expect(result.stderr.contains("RestartSecs"))
     }

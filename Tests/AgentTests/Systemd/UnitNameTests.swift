@@ -14,8 +14,10 @@ struct UnitNameTests {
 
     @Test(
         "components outside the safe alphabet are refused",
-        arguments: ["", "Web", "a b", "a/b", "../x", "-a", "a-", "a.b", "a\nb", "a%b", "a\\b", "é",
-                    String(repeating: "a", count: 65)])
+        arguments: [
+            "", "Web", "a b", "a/b", "../x", "-a", "a-", "a.b", "a\nb", "a%b", "a\\b", "é",
+            String(repeating: "a", count: 65),
+        ])
     func badComponents(component: String) throws {
         let error = try #require(throws: MusterError.self) {
             try UnitName.service(module: component, service: "api")
@@ -37,7 +39,8 @@ struct UnitNameTests {
         "/mnt/x@y", "/srv/tab\tx",
     ]
 
-    @Test("mount unit names match systemd-escape --path --suffix=mount", .enabled(if: hasSystemdEscape), arguments: paths)
+    @Test(
+        "mount unit names match systemd-escape --path --suffix=mount", .enabled(if: hasSystemdEscape), arguments: paths)
     func mountNamesMatchSystemd(path: String) throws {
         let expected = try runCommand("/usr/bin/systemd-escape", ["--path", "--suffix=mount", path])
         #expect(expected.status == 0, "systemd-escape: \(expected.stderr)")
@@ -64,8 +67,9 @@ struct UnitNameTests {
             let unit = try UnitName(name)
             #expect(unit.objectPath == (try SDBus.encodePath(prefix: "/org/freedesktop/systemd1/unit", id: name)))
         }
-        #expect(try UnitName("muster-web-api.service").objectPath
-            == "/org/freedesktop/systemd1/unit/muster_2dweb_2dapi_2eservice")
+        #expect(
+            try UnitName("muster-web-api.service").objectPath
+                == "/org/freedesktop/systemd1/unit/muster_2dweb_2dapi_2eservice")
     }
 
     static var hasSystemdEscape: Bool {

@@ -1,0 +1,104 @@
+import Foundation
+import Shared
+import TestSupport
+import Testing
+
+@testable import Agent
+
+/// Against a real systemd **system** manager (PID 1 of its own namespaces, ``SystemNode``) over its system bus:
+/// the scope the agent uses in production.
+@Suite("systemd system manager node", .serialized, .requiresSystemd)
+struct SystemNodeTests {
+    @Test("services start under every sandbox profile of a system manager and write only their read-write paths")
+    func sandboxProfiles() async throws {
+        try await SystemNode.with { node in
+            let systemd = try await SystemdManager.connect(node.busAddress)
+            let writer = UnitWriter(directory: node.unitDirectory)
+            try FileManager.default.createDirectory(
+                atPath: node.hostPath(ofNodeRun: "rw"), withIntermediateDirectories: true)
+            // Outside /tmp (PrivateTmp) and /run (left writable by ProtectSystem=strict): a directory of our own on
+            // the host's file system, which ProtectSystem=strict makes read-only.
+            let probeDirectory = "/var/lib/muster-test-\(node.name)"
+            try FileManager.default.createDirectory(atPath: probeDirectory, withIntermediateDirectories: true)
+            defer { _ = try? FileManager.default.removeItem(atPath: probeDirectory) }
+            var started: [(SandboxProfile, UnitName)] = []
+            for profile in SandboxProfile.allCases {
+                let unit = try UnitName.service(module: "sandbox", service: profile.rawValue)
+                // Inside the node /run is BASE/run; /run/rw is the only writable path under the strict profiles.
+                let file = UnitFile(
+                    owner: "sandbox/\(profile.rawValue)", unit: .init(description: "sandbox \(profile.rawValue)"),
+                    service: .init(
+                        execStart: [
+                            "/bin/sh", "-c",
+                            "(echo x > \(probeDirectory)/\(profile.rawValue) || true); echo written > /run/rw/\(profile.rawValue) "
+                                + "&& exec /bin/sleep 300",
+                        ],
+                        readWritePaths: ["/run/rw"], sandbox: profile,
+                        standardOutput: .append("/run/\(profile.rawValue).log"),
+                        standardError: .append("/run/\(profile.rawValue).log")),
+                    scope: .system)
+                try writer.write(file, as: unit)
+                started.append((profile, unit))
+            }
+            try await systemd.daemonReload()
+            for (profile, unit) in started {
+                let job = try await systemd.start(unit)
+                let outcome = try await systemd.waitUntilSettled(
+                    unit, job: job, logFile: node.hostPath(ofNodeRun: "\(profile.rawValue).log"))
+                guard case .active(let state) = outcome else {
+                    Issue.record("profile \(profile): \(outcome.failureMessage ?? "\(outcome)")")
+                    continue
+                }
+                #expect(state.mainPID > 0)
+                // The probe is tried before the read-write file is written: once that exists, the probe is decided.
+                let written = node.hostPath(ofNodeRun: "rw/\(profile.rawValue)")
+                for _ in 0..<500 where !FileManager.default.fileExists(atPath: written) {
+                    try await Task.sleep(for: .milliseconds(20))
+                }
+                #expect(FileManager.default.fileExists(atPath: written))
+                // The probe directory is not a read-write path: only the trusted profile can write there.
+                let probe = "\(probeDirectory)/\(profile.rawValue)"
+                #expect(FileManager.default.fileExists(atPath: probe) == (profile == .trusted), "\(profile): \(probe)")
+            }
+        }
+    }
+
+    @Test("a Type=notify service with a watchdog becomes active, and one that stops pinging fails with Result=watchdog")
+    func notifyAndWatchdog() async throws {
+        try await SystemNode.with { node in
+            let systemd = try await SystemdManager.connect(node.busAddress)
+            let writer = UnitWriter(directory: node.unitDirectory)
+            func notifyService(_ name: String, _ script: String) throws -> UnitName {
+                let unit = try UnitName.service(module: "wd", service: name)
+                let file = UnitFile(
+                    owner: "wd/\(name)", unit: .init(description: "watchdog \(name)"),
+                    service: .init(
+                        type: .notify, execStart: ["/bin/sh", "-c", script], restart: .no,
+                        watchdogSec: .seconds(1), notifyAccess: .all, sandbox: .default,
+                        standardOutput: .append("/run/\(name).log"), standardError: .append("/run/\(name).log")),
+                    scope: .system)
+                try writer.write(file, as: unit)
+                return unit
+            }
+            let healthy = try notifyService(
+                "healthy", "systemd-notify --ready; while :; do systemd-notify WATCHDOG=1; sleep 0.2; done")
+            let silent = try notifyService("silent", "systemd-notify --ready; exec sleep 300")
+            try await systemd.daemonReload()
+
+            let outcome = try await systemd.waitUntilSettled(healthy, job: try await systemd.start(healthy))
+            #expect(outcome == .active(outcome.state), "\(outcome.failureMessage ?? "")")
+
+            let job = try await systemd.start(silent)
+            _ = try await systemd.waitUntilSettled(silent, job: job, settle: .zero)
+            // No ping ever comes: systemd kills it when WatchdogSec runs out.
+            var state = try await systemd.state(of: silent)
+            for _ in 0..<1000 where state.activeState != "failed" {
+                try await Task.sleep(for: .milliseconds(20))
+                state = try await systemd.state(of: silent)
+            }
+            #expect(state.activeState == "failed")
+            #expect(state.result == "watchdog")
+            #expect(try await systemd.state(of: healthy).activeState == "active")
+        }
+    }
+}
