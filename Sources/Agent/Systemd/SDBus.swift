@@ -234,3 +234,46 @@ enum SDDaemon {
         return rc > 0 && usec > 0 ? usec : nil
     }
 }
+
+// MARK: - sd-journal
+
+/// Reads a unit's last journal messages; kept here so that only `SDBus*.swift` imports `CSystemd`.
+enum SDJournal {
+    /// The last `lines` `MESSAGE=` fields logged by `unit` (`_SYSTEMD_UNIT=`) or about it by the manager
+    /// (`UNIT=` / `USER_UNIT=`), oldest first. Blocking: call it off the cooperative pool.
+    ///
+    /// - Parameter directory: a journal directory to read (e.g. a test node's `/run/log/journal`); `nil` reads
+    ///   the local system's journals.
+    /// The corresponding C functions are `sd_journal_open`/`sd_journal_open_directory`, `sd_journal_add_match`,
+    /// `sd_journal_seek_tail`, `sd_journal_previous` and `sd_journal_get_data`.
+    static func tail(unit: String, lines: Int, directory: String?) throws(SDBusError) -> [String] {
+        var journal: OpaquePointer? = nil
+        if let directory {
+            try sdCall("sd_journal_open_directory") { _ in sd_journal_open_directory(&journal, directory, 0) }
+        } else {
+            try sdCall("sd_journal_open") { _ in sd_journal_open(&journal, Int32(SD_JOURNAL_LOCAL_ONLY)) }
+        }
+        guard let j = journal else { return [] }
+        defer { sd_journal_close(j) }
+        let fields = ["_SYSTEMD_UNIT", "UNIT", "USER_UNIT"]
+        for (index, field) in fields.enumerated() {
+            if index > 0 { try sdCall("sd_journal_add_disjunction") { _ in sd_journal_add_disjunction(j) } }
+            let match = Array("\(field)=\(unit)".utf8)
+            try sdCall("sd_journal_add_match") { _ in
+                match.withUnsafeBytes { sd_journal_add_match(j, $0.baseAddress, $0.count) }
+            }
+        }
+        try sdCall("sd_journal_seek_tail") { _ in sd_journal_seek_tail(j) }
+        var out: [String] = []
+        while out.count < lines, try sdCall("sd_journal_previous", { _ in sd_journal_previous(j) }) > 0 {
+            var data: UnsafeRawPointer? = nil
+            var length = 0
+            let rc = sd_journal_get_data(j, "MESSAGE", &data, &length)
+            guard rc >= 0, let data else { continue }
+            // The field comes back as "MESSAGE=text" (not NUL-terminated).
+            let bytes = UnsafeRawBufferPointer(start: data, count: length)
+            out.append(String(decoding: bytes.dropFirst("MESSAGE=".utf8.count), as: UTF8.self))
+        }
+        return out.reversed()
+    }
+}

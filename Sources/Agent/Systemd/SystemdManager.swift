@@ -204,12 +204,12 @@ struct SystemdManager: Sendable {
     /// - Parameters:
     ///   - job: the job path returned by ``start(_:mode:)``; while it is pending an inactive unit is not settled.
     ///   - settle: how long an active unit must stay active; `.zero` returns at the first active reading.
-    ///   - logFile: where the unit's output goes (`StandardOutput=append:`); its last lines are attached to a failure.
+    ///   - log: where the unit's output goes; its last `logLines` lines are attached to a failure.
     /// - Returns: the settled outcome; `.failed` carries systemd's `Result` and the log tail.
     /// - Throws: ``MusterError`` `.timeout` if it does not settle within `timeout`; D-Bus errors.
     func waitUntilSettled(
         _ unit: UnitName, job: String? = nil, timeout: Duration = .seconds(30), settle: Duration = .milliseconds(300),
-        pollInterval: Duration = .milliseconds(20), logFile: String? = nil, logLines: Int = 20
+        pollInterval: Duration = .milliseconds(20), log: UnitLogSource? = nil, logLines: Int = 20
     ) async throws -> UnitOutcome {
         let clock = ContinuousClock()
         let deadline = clock.now.advanced(by: timeout)
@@ -236,10 +236,10 @@ struct SystemdManager: Sendable {
                     if settle == .zero { return .active(state) }
                 }
             case "failed":
-                return .failed(state, logTail: logFile.map { UnitLog.tail(path: $0, lines: logLines) } ?? [])
+                return .failed(state, logTail: await logTail(unit, log, logLines))
             case "activating" where state.subState == "auto-restart" && state.result != "success":
                 // Exited and waits to be restarted: report the failure now rather than after the start limit.
-                return .failed(state, logTail: logFile.map { UnitLog.tail(path: $0, lines: logLines) } ?? [])
+                return .failed(state, logTail: await logTail(unit, log, logLines))
             case "inactive":
                 if !pending && state.loadState != "loaded" {
                     throw MusterError(
@@ -248,7 +248,7 @@ struct SystemdManager: Sendable {
                 }
                 if !pending && job != nil {
                     if let result = state.result, result != "success" {
-                        return .failed(state, logTail: logFile.map { UnitLog.tail(path: $0, lines: logLines) } ?? [])
+                        return .failed(state, logTail: await logTail(unit, log, logLines))
                     }
                     return .inactive(state)
                 }
@@ -266,6 +266,11 @@ struct SystemdManager: Sendable {
     }
 
     // MARK: - Internals
+
+    private func logTail(_ unit: UnitName, _ source: UnitLogSource?, _ lines: Int) async -> [String] {
+        guard let source else { return [] }
+        return await UnitLog.tail(of: unit, from: source, lines: lines)
+    }
 
     private func jobCall(_ member: String, _ unit: UnitName, _ mode: JobMode) async throws -> String {
         do {

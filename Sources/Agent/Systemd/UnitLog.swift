@@ -1,9 +1,35 @@
+import Dispatch
+
 #if canImport(Glibc)
     import Glibc
 #endif
 
-/// The last lines of a unit's log file (`StandardOutput=append:PATH`), for failure reports.
+/// Where a unit's output goes, to attach its last lines to a failure.
+enum UnitLogSource: Sendable, Equatable {
+    /// `StandardOutput=append:PATH` (tests; nodes without journald).
+    case file(String)
+    /// The journal: the local one (`nil`) or a directory of journal files (a test node's `/run/log/journal`).
+    case journal(directory: String?)
+}
+
+/// The last lines of a unit's output, for failure reports.
 enum UnitLog {
+    /// The last `lines` lines of `unit`'s output from `source`; `[]` when nothing can be read. Runs the blocking
+    /// reads on a global queue, off the cooperative pool.
+    static func tail(of unit: UnitName, from source: UnitLogSource, lines: Int) async -> [String] {
+        await withCheckedContinuation { continuation in
+            DispatchQueue.global().async {
+                let result: [String] =
+                    switch source {
+                    case .file(let path): tail(path: path, lines: lines)
+                    case .journal(let directory):
+                        (try? SDJournal.tail(unit: unit.rawValue, lines: lines, directory: directory)) ?? []
+                    }
+                continuation.resume(returning: result)
+            }
+        }
+    }
+
     /// Reads at most the final 64 KiB of `path` and returns its last `lines` lines; `[]` if unreadable.
     static func tail(path: String, lines: Int, maximumBytes: Int = 65536) -> [String] {
         let fd = open(path, O_RDONLY | O_CLOEXEC)

@@ -8,8 +8,12 @@ struct CommandOutput: Sendable {
 }
 
 /// Runs `path args…` to completion and captures stdout and stderr (for small outputs only).
-func runCommand(_ path: String, _ arguments: [String]) throws -> CommandOutput {
+func runCommand(_ path: String, _ arguments: [String], environment: [String: String] = [:]) throws -> CommandOutput {
     let process = Process()
+    if !environment.isEmpty {
+        // Only the child's environment: the test process's own is never changed.
+        process.environment = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }
+    }
     process.executableURL = URL(fileURLWithPath: path)
     process.arguments = arguments
     let out = Pipe()

@@ -27,6 +27,8 @@ final class SystemNode: Sendable {
     var busAddress: SDBus.Address { .bus("unix:path=\(base)/run/dbus/system_bus_socket") }
     /// `BASE/run` on the host is `/run` inside the node.
     func hostPath(ofNodeRun path: String) -> String { "\(base)/run/\(path)" }
+    /// The node's journal files (journald runs with `Storage=volatile`), readable from the host.
+    var journalDirectory: String { "\(base)/run/log/journal" }
     var log: String { (try? String(contentsOfFile: "\(base)/console", encoding: .utf8)) ?? "" }
 
     private init(name: String, base: String, pid: pid_t, cgroup: String) {
@@ -65,16 +67,23 @@ final class SystemNode: Sendable {
         ].map { "\($0).target" }
         let services = [
             "systemd-poweroff.service", "systemd-halt.service", "systemd-exit.service", "dbus.socket", "dbus.service",
+            "systemd-journald.service", "systemd-journald.socket", "systemd-journald-dev-log.socket",
+            "systemd-journald-audit.socket",
         ]
         for unit in targets + services {
             try fm.copyItem(atPath: "/lib/systemd/system/\(unit)", toPath: "\(base)/units/\(unit)")
         }
         try
-            "[Unit]\nDescription=muster test node\nRequires=basic.target\nWants=dbus.socket\nAfter=basic.target\nAllowIsolate=yes\n"
+            "[Unit]\nDescription=muster test node\nRequires=basic.target\nWants=dbus.socket systemd-journald.socket\nAfter=basic.target\nAllowIsolate=yes\n"
             .write(toFile: "\(base)/units/node.target", atomically: true, encoding: .utf8)
         try "\(name)\n".write(toFile: "\(base)/hostname", atomically: true, encoding: .utf8)
         let machineID = (0..<32).map { _ in String(random.next() % 16, radix: 16) }.joined()
         try "\(machineID)\n".write(toFile: "\(base)/machine-id", atomically: true, encoding: .utf8)
+
+        // journald inside the node: volatile only (BASE/run/log/journal), never the host's /var/log/journal.
+        try fm.createDirectory(atPath: "\(base)/run/systemd/journald.conf.d", withIntermediateDirectories: true)
+        try "[Journal]\nStorage=volatile\n".write(
+            toFile: "\(base)/run/systemd/journald.conf.d/muster-test.conf", atomically: true, encoding: .utf8)
 
         let hierarchies = UserManager.hierarchies()
         for h in hierarchies { try fm.createDirectory(atPath: "\(h)/\(cgroup)", withIntermediateDirectories: true) }

@@ -44,7 +44,7 @@ struct SystemNodeTests {
             for (profile, unit) in started {
                 let job = try await systemd.start(unit)
                 let outcome = try await systemd.waitUntilSettled(
-                    unit, job: job, logFile: node.hostPath(ofNodeRun: "\(profile.rawValue).log"))
+                    unit, job: job, log: .file(node.hostPath(ofNodeRun: "\(profile.rawValue).log")))
                 guard case .active(let state) = outcome else {
                     Issue.record("profile \(profile): \(outcome.failureMessage ?? "\(outcome)")")
                     continue
@@ -99,6 +99,38 @@ struct SystemNodeTests {
             #expect(state.activeState == "failed")
             #expect(state.result == "watchdog")
             #expect(try await systemd.state(of: healthy).activeState == "active")
+        }
+    }
+
+    @Test("a failing service's last journal lines are read with sd-journal from the node's journal")
+    func journalTail() async throws {
+        try await SystemNode.with { node in
+            let systemd = try await SystemdManager.connect(node.busAddress)
+            let writer = UnitWriter(directory: node.unitDirectory)
+            let unit = try UnitName.service(module: "web", service: "broken")
+            // No StandardOutput=: the output goes to the node's journald, as in production.
+            let file = UnitFile(
+                owner: "web/broken", unit: .init(description: "broken"),
+                service: .init(execStart: ["/bin/sh", "-c", "echo first line; echo 'second line' >&2; exit 3"]),
+                scope: .system)
+            try writer.write(file, as: unit)
+            try await systemd.daemonReload()
+            let source = UnitLogSource.journal(directory: node.journalDirectory)
+            let outcome = try await systemd.waitUntilSettled(unit, job: try await systemd.start(unit), log: source)
+            guard case .failed(let state, _) = outcome else {
+                Issue.record("expected failed, got \(outcome)")
+                return
+            }
+            #expect(state.result == "exit-code")
+            // journald stores stream lines asynchronously: poll until they are there.
+            var tail: [String] = []
+            for _ in 0..<500 {
+                tail = await UnitLog.tail(of: unit, from: source, lines: 20)
+                if tail.contains("second line") { break }
+                try await Task.sleep(for: .milliseconds(20))
+            }
+            #expect(tail.contains("first line"), "\(tail)")
+            #expect(tail.contains("second line"), "\(tail)")
         }
     }
 }

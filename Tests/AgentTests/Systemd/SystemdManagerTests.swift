@@ -99,7 +99,7 @@ struct SystemdManagerTests {
             try node.writer.write(file, as: unit)
             try await node.systemd.daemonReload()
             let job = try await node.systemd.start(unit)
-            let outcome = try await node.systemd.waitUntilSettled(unit, job: job, logFile: log)
+            let outcome = try await node.systemd.waitUntilSettled(unit, job: job, log: .file(log))
             guard case .failed(let state, let tail) = outcome else {
                 Issue.record("expected failed, got \(outcome)")
                 return
@@ -123,7 +123,7 @@ struct SystemdManagerTests {
                 Self.service(["/bin/sh", "-c", "echo crash; exit 1"], restart: .always, log: log), as: unit)
             try await node.systemd.daemonReload()
             let job = try await node.systemd.start(unit)
-            let outcome = try await node.systemd.waitUntilSettled(unit, job: job, logFile: log)
+            let outcome = try await node.systemd.waitUntilSettled(unit, job: job, log: .file(log))
             guard case .failed(let state, let tail) = outcome else {
                 Issue.record("expected failed, got \(outcome)")
                 return
@@ -198,7 +198,7 @@ struct SystemdManagerTests {
             try node.writer.write(file, as: unit)
             try await node.systemd.daemonReload()
             let job = try await node.systemd.start(unit)
-            let outcome = try await node.systemd.waitUntilSettled(unit, job: job, logFile: log)
+            let outcome = try await node.systemd.waitUntilSettled(unit, job: job, log: .file(log))
             guard case .active = outcome else {
                 Issue.record(
                     "profile \(profile): \(outcome.failureMessage ?? "\(outcome)")\nmanager log:\n\(node.manager.log)")
@@ -244,7 +244,7 @@ struct SystemdManagerTests {
             try node.writer.write(file, as: unit)
             try await node.systemd.daemonReload()
             let job = try await node.systemd.start(unit)
-            let outcome = try await node.systemd.waitUntilSettled(unit, job: job, logFile: "\(node.scratch)/rt.log")
+            let outcome = try await node.systemd.waitUntilSettled(unit, job: job, log: .file("\(node.scratch)/rt.log"))
             guard case .inactive = outcome else {
                 Issue.record("expected a finished oneshot, got \(outcome.failureMessage ?? "\(outcome)")")
                 return

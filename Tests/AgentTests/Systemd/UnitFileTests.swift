@@ -118,22 +118,26 @@ struct UnitFileTests {
     // MARK: - systemd-analyze verify
 
     /// `systemd-analyze verify --man=no` exits 0 on warnings, so any stderr output is a failure (TESTING.md).
-    static func verify(_ text: String, as name: String) throws -> CommandOutput {
+    static func verify(_ text: String, as name: String, scope: SystemdManager.Scope = .system) throws -> CommandOutput {
         let dir = try TemporaryDirectory("verify")
         defer { dir.remove() }
         let path = "\(dir.path)/\(name)"
         try text.write(toFile: path, atomically: true, encoding: .utf8)
-        return try runCommand("/usr/bin/systemd-analyze", ["verify", "--man=no", path])
+        // `--user` resolves the user unit paths and needs a runtime directory.
+        return try runCommand(
+            "/usr/bin/systemd-analyze", (scope == .user ? ["--user"] : []) + ["verify", "--man=no", path],
+            environment: scope == .user ? ["XDG_RUNTIME_DIR": dir.path] : [:])
     }
 
     @Test(
         "generated service units pass systemd-analyze verify without output",
-        .enabled(if: Self.hasAnalyze), arguments: SandboxProfile.allCases)
-    func verifyService(profile: SandboxProfile) throws {
+        .enabled(if: Self.hasAnalyze), arguments: SandboxProfile.allCases, SystemdManager.Scope.allCases)
+    func verifyService(profile: SandboxProfile, scope: SystemdManager.Scope) throws {
         var file = try Self.sample(sandbox: profile)
+        file.scope = scope
         file.service?.execStart = ["/bin/sh", "-c", "echo \"$1\" 100% $$HOME; exit 0", "sh", "a b", "back\\slash", ";"]
         file.service?.user = nil
-        let result = try Self.verify(try file.render(), as: "muster-web-api.service")
+        let result = try Self.verify(try file.render(), as: "muster-web-api.service", scope: scope)
         #expect(result.status == 0, "verify exit \(result.status): \(result.stderr)")
         #expect(result.stderr.isEmpty, "verify printed: \(result.stderr)")
     }
