@@ -44,6 +44,18 @@ struct UnitWriter: Sendable {
         return existing == nil ? .created : .updated
     }
 
+    /// Checks that `file` renders and that `name` is free or ours, without writing anything.
+    /// - Throws: the same errors as ``write(_:as:)``.
+    func preflight(_ file: UnitFile, as name: UnitName) throws {
+        do {
+            _ = try file.render()
+        } catch {
+            throw error.musterError(unit: name.rawValue)
+        }
+        let target = path(of: name)
+        if let existing = try readExisting(target) { try checkOwnership(existing, expected: file.owner, path: target) }
+    }
+
     /// Removes `name` if it is ours (and, when `owner` is given, owned by `owner`).
     /// - Returns: `false` if there was no such file (detaching twice is a no-op).
     /// - Throws: `.conflict` when the file exists and is not ours; `.io`.
