@@ -133,4 +133,56 @@ struct SystemNodeTests {
             #expect(tail.contains("second line"), "\(tail)")
         }
     }
+
+    @Test("a generated .mount unit mounts a file-backed erofs image inside the node, and a service reads through it")
+    func erofsMountUnit() async throws {
+        try await SystemNode.with { node in
+            let systemd = try await SystemdManager.connect(node.busAddress)
+            let writer = UnitWriter(directory: node.unitDirectory)
+            let source = "\(node.base)/image-src"
+            try FileManager.default.createDirectory(atPath: source, withIntermediateDirectories: true)
+            try "hello from erofs\n".write(toFile: "\(source)/hello", atomically: true, encoding: .utf8)
+            let image = "\(node.base)/meta.erofs"
+            let mkfs = try runCommand("/usr/bin/mkfs.erofs", ["--quiet", image, source])
+            #expect(mkfs.status == 0, "mkfs.erofs: \(mkfs.stderr)")
+
+            // A mount point with characters that need escaping in the unit name.
+            let mountPoint = "/run/muster/modules/web-1.0"
+            let mountUnit = try UnitName.mount(where: mountPoint)
+            #expect(mountUnit.rawValue == "run-muster-modules-web\\x2d1.0.mount")
+            try FileManager.default.createDirectory(
+                atPath: node.hostPath(ofNodeRun: "muster/modules/web-1.0"), withIntermediateDirectories: true)
+            try writer.write(
+                UnitFile(
+                    owner: "web/mount", unit: .init(description: "module web 1.0 image"),
+                    mount: .init(what: image, where: mountPoint, type: "erofs", options: ["ro"])),
+                as: mountUnit)
+            let reader = try UnitName.service(module: "web", service: "reader")
+            try writer.write(
+                UnitFile(
+                    owner: "web/reader",
+                    unit: .init(description: "reads the image", after: [mountUnit], requires: [mountUnit]),
+                    service: .init(
+                        type: .oneshot, execStart: ["/bin/cp", "\(mountPoint)/hello", "/run/copied"],
+                        sandbox: .default),
+                    scope: .system),
+                as: reader)
+            try await systemd.daemonReload()
+            let outcome = try await systemd.waitUntilSettled(reader, job: try await systemd.start(reader))
+            #expect(outcome == .inactive(outcome.state), "\(outcome.failureMessage ?? "\(outcome)")")
+            let mount = try await systemd.state(of: mountUnit)
+            #expect(mount.activeState == "active")
+            #expect(mount.result == "success")
+            let copied = try String(contentsOfFile: node.hostPath(ofNodeRun: "copied"), encoding: .utf8)
+            #expect(copied == "hello from erofs\n")
+
+            try await systemd.stop(mountUnit)
+            var state = try await systemd.state(of: mountUnit)
+            for _ in 0..<500 where state.activeState != "inactive" {
+                try await Task.sleep(for: .milliseconds(20))
+                state = try await systemd.state(of: mountUnit)
+            }
+            #expect(state.activeState == "inactive")
+        }
+    }
 }
