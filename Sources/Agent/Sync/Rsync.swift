@@ -187,7 +187,8 @@ final class ProgressThrottle: Sendable {
     init(interval: Duration, onProgress: @escaping @Sendable (RsyncProgress) -> Void) {
         self.interval = interval
         self.onProgress = onProgress
-        self.state = Mutex(State(lastDelivery: ContinuousClock().now))
+        // As if the last delivery were one interval ago, so the first record is delivered at once.
+        self.state = Mutex(State(lastDelivery: ContinuousClock().now - interval))
     }
 
     var latest: RsyncProgress? { state.withLock { $0.latest } }

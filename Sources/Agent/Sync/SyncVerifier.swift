@@ -4,7 +4,7 @@
 /// permissions, owner and group; regular files the same size; symlinks the same target; files hard-linked
 /// together in the source hard-linked together in the destination. With `delete` the destination must not
 /// hold extra entries. Then the sha256 of regular files: all of them (`full`), or a deterministic sample
-/// (`sample`): every k-th file in byte order of the path with k = max(1, files / 256), plus the 4 largest.
+/// (`sample`): every k-th file in byte order of the path with k = ⌈files / 256⌉, plus the 4 largest.
 /// The first difference in path order is reported. xattrs and ACLs are not compared.
 struct SyncVerifier: Sendable {
     /// The first difference found.
@@ -97,7 +97,7 @@ struct SyncVerifier: Sendable {
         case .none: return []
         case .full: return files
         case .sample:
-            let stride = max(1, files.count / sampleSize)
+            let stride = max(1, (files.count + sampleSize - 1) / sampleSize)
             var chosen = Set<Int>()
             for index in Swift.stride(from: 0, to: files.count, by: stride) { chosen.insert(index) }
             let largest = files.indices.sorted { files[$0].size > files[$1].size || (files[$0].size == files[$1].size && $0 < $1) }
