@@ -46,8 +46,15 @@ struct SyncCommand: AsyncParsableCommand {
     var logLevel: String = "warning"
 
     func run() async throws {
+        let level = Logger.Level(rawValue: logLevel) ?? .warning
+        // Logs go to stderr: stdout carries the summary or the NDJSON events.
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
         var logger = Logger(label: "muster-agent.sync")
-        logger.logLevel = Logger.Level(rawValue: logLevel) ?? .warning
+        logger.logLevel = level
         let spec = SyncSpec(source: source, destination: destination, delete: delete, excludes: excludes, verify: verify)
         let output = SyncOutput(json: json, terminal: isatty(STDERR_FILENO) == 1)
         let engine = SyncEngine(rsync: Rsync(executable: rsyncPath), logger: logger)

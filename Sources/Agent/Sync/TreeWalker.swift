@@ -1,7 +1,11 @@
 #if canImport(Glibc)
-    // Glibc only, no Foundation: with MemberImportVisibility `struct stat`'s members seen through Foundation
-    // resolve to CoreFoundation's copies of the glibc headers (see Shared/Modules/FileStatus.swift).
+    // No Foundation here. With MemberImportVisibility and whole-module optimisation, `struct stat` and its members
+    // resolve to CoreFoundation's copy of the glibc headers (another file of the module imports Foundation), so
+    // that module is imported explicitly (see also Shared/Modules/FileStatus.swift).
     import Glibc
+#endif
+#if canImport(CoreFoundation)
+    import CoreFoundation
 #endif
 
 /// One entry below a walked root. Paths are raw bytes: names may hold newlines or bytes that are not UTF-8.
@@ -79,7 +83,7 @@ enum TreeWalker {
         for name in names {
             let path = prefix.isEmpty ? name : prefix + [UInt8(ascii: "/")] + name
             let cName = name + [0]
-            var info = stat()
+            var info = Glibc.stat()
             let statResult = withCString(cName) { fstatat(fd, $0, &info, AT_SYMLINK_NOFOLLOW) }
             if statResult != 0 {
                 let error = errno
