@@ -55,7 +55,8 @@ struct SyncCommand: AsyncParsableCommand {
         }
         var logger = Logger(label: "muster-agent.sync")
         logger.logLevel = level
-        let spec = SyncSpec(source: source, destination: destination, delete: delete, excludes: excludes, verify: verify)
+        let spec = SyncSpec(
+            source: source, destination: destination, delete: delete, excludes: excludes, verify: verify)
         let output = SyncOutput(json: json, terminal: isatty(STDERR_FILENO) == 1)
         let engine = SyncEngine(rsync: Rsync(executable: rsyncPath), logger: logger)
         let report: SyncEngine.Report
@@ -96,12 +97,18 @@ final class SyncOutput: Sendable {
     func event(_ event: SyncEngine.Event) {
         switch event {
         case .precheck(let check):
-            if json { emit(JSONEvent(event: "precheck", precheck: check)); return }
+            if json {
+                emit(JSONEvent(event: "precheck", precheck: check))
+                return
+            }
             write(
                 "source \(SyncEngine.format(check.sourceBytes)) in \(check.sourceEntries) entries, "
                     + "\(SyncEngine.format(check.availableBytes)) free at the destination\n", to: .standardError)
         case .progress(let progress):
-            if json { emit(JSONEvent(event: "progress", progress: progress)); return }
+            if json {
+                emit(JSONEvent(event: "progress", progress: progress))
+                return
+            }
             let line = Self.progressLine(progress, bar: terminal)
             if terminal {
                 state.withLock { state in
@@ -113,7 +120,10 @@ final class SyncOutput: Sendable {
                 write(line + "\n", to: .standardError)
             }
         case .verifying(let mode):
-            if json { emit(JSONEvent(event: "verifying", verify: mode)); return }
+            if json {
+                emit(JSONEvent(event: "verifying", verify: mode))
+                return
+            }
             endBar()
             write("verifying (\(mode.rawValue))…\n", to: .standardError)
         }
@@ -130,11 +140,13 @@ final class SyncOutput: Sendable {
         let stats = report.stats
         var text = report.dryRun ? "dry run: would transfer " : "transferred "
         text += "\(stats.transferredFiles ?? 0) of \(stats.files ?? 0) files, "
-        text += "\(SyncEngine.format(stats.transferredFileBytes ?? 0)) of \(SyncEngine.format(stats.totalFileBytes ?? 0))"
+        text +=
+            "\(SyncEngine.format(stats.transferredFileBytes ?? 0)) of \(SyncEngine.format(stats.totalFileBytes ?? 0))"
         text += String(format: " in %.1f s\n", report.elapsedSeconds)
         if report.severity == .warning { text += "warning: \(report.message)\n" }
         if let verification = report.verification, verification.mismatch == nil {
-            text += "verified (\(verification.mode.rawValue)): \(verification.entriesCompared) entries, "
+            text +=
+                "verified (\(verification.mode.rawValue)): \(verification.entriesCompared) entries, "
                 + "\(verification.filesHashed) files hashed\n"
         }
         write(text, to: .standardOutput)

@@ -64,7 +64,8 @@ struct Rsync: Sendable {
         arguments: [String], interval: Duration, logger: Logger,
         onProgress: @escaping @Sendable (RsyncProgress) -> Void
     ) async throws -> Outcome {
-        let executable: Executable = self.executable.contains("/") ? .path(FilePath(self.executable)) : .name(self.executable)
+        let executable: Executable =
+            self.executable.contains("/") ? .path(FilePath(self.executable)) : .name(self.executable)
         var options = PlatformOptions()
         if let credentials {
             options.userID = credentials.userID
@@ -222,9 +223,10 @@ final class ProgressThrottle: Sendable {
                 state.lastDelivery = now
                 state.deliveredLatest = true
                 state.callbacks += 1
-                return state.latest ?? RsyncProgress(
-                    bytes: 0, percent: 0, bytesPerSecond: 0, seconds: nil, transferredFiles: nil,
-                    remainingToCheck: nil, totalToCheck: nil)
+                return state.latest
+                    ?? RsyncProgress(
+                        bytes: 0, percent: 0, bytesPerSecond: 0, seconds: nil, transferredFiles: nil,
+                        remainingToCheck: nil, totalToCheck: nil)
             }
             if let progress { onProgress(progress) }
         }

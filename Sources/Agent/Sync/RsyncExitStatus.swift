@@ -110,7 +110,9 @@ struct RsyncExitStatus: Sendable, Equatable {
 
     /// What to do about it.
     var hint: String? {
-        if destinationFull { return "free space on the destination (or use a bigger volume), then re-run: only what is missing is copied" }
+        if destinationFull {
+            return "free space on the destination (or use a bigger volume), then re-run: only what is missing is copied"
+        }
         switch code {
         case 23: return "fix the files listed (permissions, I/O errors), then re-run: only what is missing is copied"
         case 24: return "the source changed while copying; re-run to pick up a consistent state"

@@ -97,7 +97,8 @@ struct SyncEngine: Sendable {
                 total += Self.footprint(entry, seenLinks: &seenLinks)
             }
         } catch let error as TreeWalker.WalkError {
-            throw MusterError(.invalidInput, "cannot read the source: \(error)", hint: "check that it exists and is readable")
+            throw MusterError(
+                .invalidInput, "cannot read the source: \(error)", hint: "check that it exists and is readable")
         }
         let available: UInt64
         do {
@@ -137,7 +138,11 @@ struct SyncEngine: Sendable {
     private func alreadyPresent(_ spec: SyncSpec, excludes: ExcludeMatcher) -> UInt64 {
         var sizes: [[UInt8]: UInt64] = [:]
         try? TreeWalker.walk(root: spec.destination, sorted: false, strict: false, excludes: excludes) { entry in
-            if entry.kind == .regular { sizes[entry.path] = entry.size } else if entry.kind == .directory { sizes[entry.path] = 0 }
+            if entry.kind == .regular {
+                sizes[entry.path] = entry.size
+            } else if entry.kind == .directory {
+                sizes[entry.path] = 0
+            }
         }
         var present: UInt64 = 0
         var seenLinks = Set<FileIdentity>()
@@ -170,7 +175,8 @@ struct SyncEngine: Sendable {
         let started = ContinuousClock.now
         try spec.validate()
         guard FileStatus.lstat(spec.source)?.kind == .directory else {
-            throw MusterError(.invalidInput, "the source '\(spec.source)' is not a directory", hint: "sync copies directory trees")
+            throw MusterError(
+                .invalidInput, "the source '\(spec.source)' is not a directory", hint: "sync copies directory trees")
         }
         if let kind = FileStatus.lstat(spec.destination)?.kind, kind != .directory {
             throw MusterError(.invalidInput, "the destination '\(spec.destination)' exists and is not a directory")
@@ -189,7 +195,8 @@ struct SyncEngine: Sendable {
             do {
                 try FileManager.default.createDirectory(atPath: spec.destination, withIntermediateDirectories: true)
             } catch {
-                throw MusterError(.io, "cannot create the destination '\(spec.destination)'", cause: UnderlyingError(error))
+                throw MusterError(
+                    .io, "cannot create the destination '\(spec.destination)'", cause: UnderlyingError(error))
             }
         }
         let arguments = Rsync.arguments(for: spec, dryRun: dryRun)

@@ -28,10 +28,12 @@ struct SyncSpec: Sendable, Equatable, Codable {
     func validate() throws {
         for (name, path) in [("source", source), ("destination", destination)] {
             guard path.hasPrefix("/") else {
-                throw MusterError(.usage, "the \(name) '\(path)' is not an absolute path", hint: "give a path starting with /")
+                throw MusterError(
+                    .usage, "the \(name) '\(path)' is not an absolute path", hint: "give a path starting with /")
             }
             if path.split(separator: "/").contains("..") {
-                throw MusterError(.usage, "the \(name) '\(path)' contains a '..' component", hint: "give the path without '..'")
+                throw MusterError(
+                    .usage, "the \(name) '\(path)' contains a '..' component", hint: "give the path without '..'")
             }
             if path.contains("\0") { throw MusterError(.usage, "the \(name) path contains a NUL byte") }
         }
@@ -39,10 +41,14 @@ struct SyncSpec: Sendable, Equatable, Codable {
         let dst = Self.normalized(destination)
         if src == dst { throw MusterError(.usage, "source and destination are the same directory '\(src)'") }
         if dst.hasPrefix(src == "/" ? "/" : src + "/") {
-            throw MusterError(.usage, "the destination '\(dst)' is inside the source '\(src)'", hint: "copy to a directory outside the source")
+            throw MusterError(
+                .usage, "the destination '\(dst)' is inside the source '\(src)'",
+                hint: "copy to a directory outside the source")
         }
         if src.hasPrefix(dst == "/" ? "/" : dst + "/") {
-            throw MusterError(.usage, "the source '\(src)' is inside the destination '\(dst)'", hint: "copy to a directory that does not contain the source")
+            throw MusterError(
+                .usage, "the source '\(src)' is inside the destination '\(dst)'",
+                hint: "copy to a directory that does not contain the source")
         }
         for pattern in excludes where pattern.isEmpty || pattern.contains("\n") {
             throw MusterError(.usage, "exclude pattern '\(pattern)' is empty or contains a newline")

@@ -60,7 +60,8 @@ struct SyncVerifier: Sendable {
                 if let expected = linkGroups[key] {
                     if expected != copy.inode {
                         report.mismatch = Mismatch(
-                            path: entry.displayPath, problem: "hard link in the source, separate file in the destination")
+                            path: entry.displayPath,
+                            problem: "hard link in the source, separate file in the destination")
                         return report
                     }
                 } else {
@@ -100,7 +101,9 @@ struct SyncVerifier: Sendable {
             let stride = max(1, (files.count + sampleSize - 1) / sampleSize)
             var chosen = Set<Int>()
             for index in Swift.stride(from: 0, to: files.count, by: stride) { chosen.insert(index) }
-            let largest = files.indices.sorted { files[$0].size > files[$1].size || (files[$0].size == files[$1].size && $0 < $1) }
+            let largest = files.indices.sorted {
+                files[$0].size > files[$1].size || (files[$0].size == files[$1].size && $0 < $1)
+            }
             for index in largest.prefix(4) { chosen.insert(index) }
             return chosen.sorted().map { files[$0] }
         }
@@ -108,7 +111,9 @@ struct SyncVerifier: Sendable {
 
     /// The first metadata difference between a source entry and its copy, or `nil`.
     static func compare(_ source: TreeEntry, _ copy: TreeEntry, owners: Bool) -> String? {
-        if source.kind != copy.kind { return "is a \(source.kind.rawValue) in the source, a \(copy.kind.rawValue) in the destination" }
+        if source.kind != copy.kind {
+            return "is a \(source.kind.rawValue) in the source, a \(copy.kind.rawValue) in the destination"
+        }
         if source.kind == .regular, source.size != copy.size {
             return "size \(source.size) in the source, \(copy.size) in the destination"
         }
@@ -118,10 +123,12 @@ struct SyncVerifier: Sendable {
                     + "\(TreeWalker.display(copy.symlinkTarget ?? [])) in the destination"
             }
         } else if source.permissions != copy.permissions {
-            return "mode \(String(source.permissions, radix: 8)) in the source, \(String(copy.permissions, radix: 8)) in the destination"
+            return
+                "mode \(String(source.permissions, radix: 8)) in the source, \(String(copy.permissions, radix: 8)) in the destination"
         }
         if owners, source.userID != copy.userID || source.groupID != copy.groupID {
-            return "owner \(source.userID):\(source.groupID) in the source, \(copy.userID):\(copy.groupID) in the destination"
+            return
+                "owner \(source.userID):\(source.groupID) in the source, \(copy.userID):\(copy.groupID) in the destination"
         }
         return nil
     }

@@ -1,7 +1,8 @@
+import Crypto
+
 #if canImport(Glibc)
     import Glibc
 #endif
-import Crypto
 
 extension TreeWalker {
     /// SHA-256 of a regular file's content, read without following a final symlink.

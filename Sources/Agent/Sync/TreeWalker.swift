@@ -57,7 +57,8 @@ enum TreeWalker {
     ) throws {
         let fd = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         guard fd >= 0 else { throw WalkError(path: root, operation: "open", errno: errno) }
-        try walkDirectory(fd: fd, prefix: [], root: root, sorted: sorted, strict: strict, excludes: excludes, visit: visit)
+        try walkDirectory(
+            fd: fd, prefix: [], root: root, sorted: sorted, strict: strict, excludes: excludes, visit: visit)
     }
 
     /// Takes ownership of `fd` (closed through `closedir`).
@@ -170,7 +171,9 @@ enum TreeWalker {
 
     /// Renders raw path bytes: valid UTF-8 with printable characters as is, anything else as `\#ooo`.
     static func display(_ bytes: [UInt8]) -> String {
-        if let text = String(validating: bytes, as: UTF8.self), !text.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7f }) {
+        if let text = String(validating: bytes, as: UTF8.self),
+            !text.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7f })
+        {
             return text
         }
         var out = ""

@@ -6,7 +6,8 @@ import Testing
 /// Records captured from rsync 3.2/3.5 with `--info=progress2 --no-inc-recursive --no-h`.
 @Suite struct RsyncProgressTests {
     @Test func parsesAMidTransferRecord() throws {
-        let progress = try #require(RsyncProgress.parse("       43500000  93%  942.13MB/s    0:00:00 (xfr#26, to-chk=4/31)"))
+        let progress = try #require(
+            RsyncProgress.parse("       43500000  93%  942.13MB/s    0:00:00 (xfr#26, to-chk=4/31)"))
         #expect(progress.bytes == 43_500_000)
         #expect(progress.percent == 93)
         #expect(abs(progress.bytesPerSecond - 942.13 * 1_048_576) < 1)
@@ -19,7 +20,8 @@ import Testing
     }
 
     @Test func parsesTheFinalRecordWithElapsedTime() throws {
-        let progress = try #require(RsyncProgress.parse("      300000000 100%   97.60MB/s    0:00:02 (xfr#1, to-chk=0/1)"))
+        let progress = try #require(
+            RsyncProgress.parse("      300000000 100%   97.60MB/s    0:00:02 (xfr#1, to-chk=0/1)"))
         #expect(progress.isComplete)
         #expect(progress.seconds == 2)
         #expect(progress.percent == 100)
@@ -64,7 +66,8 @@ import Testing
         records += splitter.feed(Array("  1.00kB/s  0:00:01 (xfr#2, to-chk=8/10)\n\nNumber of files: 10\n".utf8))
         #expect(
             records == [
-                "   100  10%  1.00kB/s  0:00:01 (xfr#1, to-chk=9/10)", "   200  20%  1.00kB/s  0:00:01 (xfr#2, to-chk=8/10)",
+                "   100  10%  1.00kB/s  0:00:01 (xfr#1, to-chk=9/10)",
+                "   200  20%  1.00kB/s  0:00:01 (xfr#2, to-chk=8/10)",
                 "Number of files: 10",
             ])
         #expect(splitter.finish() == nil)
@@ -148,11 +151,16 @@ import Testing
         #expect(status.hint?.contains("free space") == true)
     }
 
-    @Test(arguments: [0, 1, 2, 3, 4, 5, 6, 10, 11, 12, 13, 14, 15, 16, 19, 20, 21, 22, 23, 24, 25, 30, 35, 124, 125, 126, 127] as [Int32])
+    @Test(
+        arguments: [
+            0, 1, 2, 3, 4, 5, 6, 10, 11, 12, 13, 14, 15, 16, 19, 20, 21, 22, 23, 24, 25, 30, 35, 124, 125, 126, 127,
+        ] as [Int32])
     func everyDocumentedCodeHasItsOwnMeaning(_ code: Int32) {
         let meaning = RsyncExitStatus(code: code, stderrLines: []).meaning
         #expect(!meaning.hasPrefix("unknown"))
-        #expect(RsyncExitStatus(code: code, stderrLines: []).severity == (code == 0 ? .success : code == 24 ? .warning : .failure))
+        #expect(
+            RsyncExitStatus(code: code, stderrLines: []).severity
+                == (code == 0 ? .success : code == 24 ? .warning : .failure))
     }
 
     @Test func signalsAndUnknownCodes() {
@@ -171,7 +179,8 @@ import Testing
     }
 
     @Test func acceptsSiblingsAndBuildsTheArgv() throws {
-        let spec = SyncSpec(source: "/data/src/", destination: "/data/src-copy", delete: true, excludes: [".git/", "*.tmp"])
+        let spec = SyncSpec(
+            source: "/data/src/", destination: "/data/src-copy", delete: true, excludes: [".git/", "*.tmp"])
         try spec.validate()
         #expect(
             Rsync.arguments(for: spec, dryRun: false) == [

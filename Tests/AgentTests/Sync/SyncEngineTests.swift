@@ -1,8 +1,8 @@
 import Foundation
 import Shared
 import Synchronization
-import Testing
 import TestSupport
+import Testing
 
 @testable import Agent
 
@@ -18,7 +18,8 @@ import TestSupport
         let destination = temp.path + "/dst/nested"
         for index in 0..<1500 {
             try SyncFixture.write(
-                source, "pkg\(index % 30)/mod\(index % 7)/f\(index).swift", SyncFixture.text(150 + index * 7 % 9000, seed: UInt64(index)))
+                source, "pkg\(index % 30)/mod\(index % 7)/f\(index).swift",
+                SyncFixture.text(150 + index * 7 % 9000, seed: UInt64(index)))
         }
         try SyncFixture.write(source, "assets/blob0.bin", SyncFixture.bytes(24 << 20, seed: 1))
         try SyncFixture.write(source, "assets/blob1.bin", SyncFixture.bytes(8 << 20, seed: 2))
@@ -50,7 +51,8 @@ import TestSupport
         let source = temp.path + "/src"
         let destination = temp.path + "/dst"
         for index in 0..<1000 {
-            try SyncFixture.write(source, "d\(index % 20)/f\(index).txt", SyncFixture.text(200 + index % 3000, seed: UInt64(index)))
+            try SyncFixture.write(
+                source, "d\(index % 20)/f\(index).txt", SyncFixture.text(200 + index % 3000, seed: UInt64(index)))
         }
         let engine = SyncFixture.engine()
         let spec = SyncSpec(source: source, destination: destination)
@@ -68,7 +70,9 @@ import TestSupport
         // 1% of the files: new content (and a new mtime), some with a new size.
         let changed = stride(from: 0, to: 1000, by: 100).map { $0 + 3 }
         for index in changed {
-            try SyncFixture.write(source, "d\(index % 20)/f\(index).txt", SyncFixture.text(300 + index % 3000, seed: 99_000 + UInt64(index)))
+            try SyncFixture.write(
+                source, "d\(index % 20)/f\(index).txt",
+                SyncFixture.text(300 + index % 3000, seed: 99_000 + UInt64(index)))
         }
         let before = try SyncFixture.fingerprint(source)
         let third = try await engine.run(SyncSpec(source: source, destination: destination, verify: .sample))
@@ -98,23 +102,32 @@ import TestSupport
         try SyncFixture.setXattr(source + "/secret", "user.muster.dir", "golden")
         let before = try SyncFixture.fingerprint(source)
 
-        let report = try await SyncFixture.engine().run(SyncSpec(source: source, destination: destination, verify: .sample))
+        let report = try await SyncFixture.engine().run(
+            SyncSpec(source: source, destination: destination, verify: .sample))
         #expect(report.succeeded, "\(report.message)")
         #expect(report.verification?.mismatch == nil)
         #expect(try SyncFixture.listing(source) == SyncFixture.listing(destination))
         #expect(try SyncFixture.identical(source, destination))
 
         let inodes = try runCommand(
-            "/usr/bin/stat", ["-c", "%i", destination + "/shared/data", destination + "/shared/data-link", destination + "/bin/data-link2"])
+            "/usr/bin/stat",
+            [
+                "-c", "%i", destination + "/shared/data", destination + "/shared/data-link",
+                destination + "/bin/data-link2",
+            ])
         let numbers = inodes.stdout.split(separator: "\n")
         #expect(numbers.count == 3 && Set(numbers).count == 1, "hard links not preserved: \(inodes.stdout)")
-        let owners = try runCommand("/usr/bin/stat", ["-c", "%u:%g %a", destination + "/secret/key", destination + "/bin/tool"])
+        let owners = try runCommand(
+            "/usr/bin/stat", ["-c", "%u:%g %a", destination + "/secret/key", destination + "/bin/tool"])
         #expect(owners.stdout == "12345:54321 600\n0:0 4751\n")
-        let directory = try runCommand("/usr/bin/stat", ["-c", "%u:%g %a", destination + "/bin", destination + "/secret"])
+        let directory = try runCommand(
+            "/usr/bin/stat", ["-c", "%u:%g %a", destination + "/bin", destination + "/secret"])
         #expect(directory.stdout == "777:888 755\n0:0 700\n")
         let linkOwner = try runCommand("/usr/bin/stat", ["-c", "%u:%g", destination + "/bin/data-symlink"])
         #expect(linkOwner.stdout == "4242:4343\n")
-        for (path, name) in [(destination + "/shared/data", "user.muster.origin"), (destination + "/secret", "user.muster.dir")] {
+        for (path, name) in [
+            (destination + "/shared/data", "user.muster.origin"), (destination + "/secret", "user.muster.dir"),
+        ] {
             #expect(try SyncFixture.xattr(path, name) == "golden", "xattr \(name) on \(path)")
         }
         #expect(try SyncFixture.fingerprint(source) == before)
@@ -135,7 +148,8 @@ import TestSupport
             try SyncFixture.write(source, name, SyncFixture.text(100 + index, seed: UInt64(index)))
         }
         let before = try SyncFixture.fingerprint(source)
-        let report = try await SyncFixture.engine().run(SyncSpec(source: source, destination: destination, verify: .full))
+        let report = try await SyncFixture.engine().run(
+            SyncSpec(source: source, destination: destination, verify: .full))
         #expect(report.succeeded, "\(report.message)")
         #expect(report.verification?.filesHashed == names.count)
         #expect(report.verification?.mismatch == nil)
@@ -161,10 +175,14 @@ import TestSupport
         #expect(symlink(".", source + "/self") == 0)
         #expect(symlink("..", source + "/dir/up") == 0)
         #expect(symlink("/nonexistent/target", source + "/dangling") == 0)
-        let report = try await SyncFixture.engine().run(SyncSpec(source: source, destination: destination, verify: .sample))
+        let report = try await SyncFixture.engine().run(
+            SyncSpec(source: source, destination: destination, verify: .sample))
         #expect(report.succeeded, "\(report.message)")
         #expect(report.verification?.mismatch == nil)
-        for (name, target) in [("loop-a", "loop-b"), ("loop-b", "loop-a"), ("self", "."), ("dir/up", ".."), ("dangling", "/nonexistent/target")] {
+        for (name, target) in [
+            ("loop-a", "loop-b"), ("loop-b", "loop-a"), ("self", "."), ("dir/up", ".."),
+            ("dangling", "/nonexistent/target"),
+        ] {
             #expect(try FileManager.default.destinationOfSymbolicLink(atPath: destination + "/" + name) == target)
         }
         #expect(try SyncFixture.listing(source) == SyncFixture.listing(destination))
@@ -181,7 +199,8 @@ import TestSupport
         try SyncFixture.write(destination, "stale.txt", SyncFixture.text(10, seed: 4))
         let engine = SyncFixture.engine()
         let excludes = ["/build/", "*.tmp"]
-        let plain = try await engine.run(SyncSpec(source: source, destination: destination, excludes: excludes, verify: .full))
+        let plain = try await engine.run(
+            SyncSpec(source: source, destination: destination, excludes: excludes, verify: .full))
         #expect(plain.succeeded, "\(plain.message)")
         #expect(plain.verification?.mismatch == nil)
         #expect(FileManager.default.fileExists(atPath: destination + "/stale.txt"))
@@ -217,14 +236,16 @@ import TestSupport
         #expect(modes.mismatch == .init(path: "f3", problem: "mode 644 in the source, 600 in the destination"))
 
         try FileManager.default.removeItem(atPath: destination + "/f10")
-        let missing = try SyncVerifier(spec: SyncSpec(source: source, destination: destination, verify: .sample)).verify()
+        let missing = try SyncVerifier(spec: SyncSpec(source: source, destination: destination, verify: .sample))
+            .verify()
         #expect(missing.mismatch == .init(path: "f10", problem: "missing in the destination"))
     }
 
     @Test func sampleIsDeterministicAndIncludesTheLargestFiles() {
         let entries = (0..<1000).map { index in
             TreeEntry(
-                path: Array("f\(index)".utf8), kind: .regular, permissions: 0o644, size: UInt64(index == 777 ? 1 << 30 : 10),
+                path: Array("f\(index)".utf8), kind: .regular, permissions: 0o644,
+                size: UInt64(index == 777 ? 1 << 30 : 10),
                 userID: 0, groupID: 0, device: 1, inode: UInt64(index), linkCount: 1, symlinkTarget: nil)
         }
         let sample = SyncVerifier.filesToHash(entries, mode: .sample)
@@ -270,7 +291,9 @@ import TestSupport
         try SyncFixture.script(wrapper, "exec rsync --bwlimit=2000 \"$@\"")
         let removed = OnceFlag()
         let events = EventLog { event in
-            guard case .progress(let progress) = event, progress.totalToCheck != nil || progress.bytes > 0 else { return }
+            guard case .progress(let progress) = event, progress.totalToCheck != nil || progress.bytes > 0 else {
+                return
+            }
             guard removed.setFirst() else { return }
             for index in 0..<20 { unlink(source + "/z-\(index)") }
         }
@@ -299,7 +322,8 @@ import TestSupport
         try FileManager.default.createDirectory(atPath: destination, withIntermediateDirectories: true)
         #expect(chown(destination, 65534, 65534) == 0)
         let nobody = Rsync.Credentials(userID: 65534, groupID: 65534)
-        let report = try await SyncFixture.engine(credentials: nobody).run(SyncSpec(source: source, destination: destination))
+        let report = try await SyncFixture.engine(credentials: nobody).run(
+            SyncSpec(source: source, destination: destination))
         #expect(report.exitCode == 23)
         #expect(report.severity == .failure)
         let paths = report.failedFiles.map(\.path)
@@ -317,7 +341,9 @@ import TestSupport
         defer { temp.remove() }
         let source = temp.path + "/src"
         let destination = temp.path + "/dst"
-        for index in 0..<3 { try SyncFixture.write(source, "part\(index).bin", SyncFixture.bytes(6 << 20, seed: UInt64(index))) }
+        for index in 0..<3 {
+            try SyncFixture.write(source, "part\(index).bin", SyncFixture.bytes(6 << 20, seed: UInt64(index)))
+        }
         try FileManager.default.createDirectory(atPath: destination, withIntermediateDirectories: true)
 
         // A private mount namespace held by `sleep`, with an 8 MiB tmpfs on the destination; rsync runs inside
@@ -333,11 +359,16 @@ import TestSupport
         let pid = holder.processIdentifier
         let ours = try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/ns/mnt")
         for _ in 0..<200 {
-            if let theirs = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/ns/mnt"), theirs != ours { break }
+            if let theirs = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/ns/mnt"),
+                theirs != ours
+            {
+                break
+            }
             try await Task.sleep(for: .milliseconds(10))
         }
         let enter = ["--mount=/proc/\(pid)/ns/mnt"]
-        let mount = try runCommand("/usr/bin/nsenter", enter + ["/bin/mount", "-t", "tmpfs", "-o", "size=8m", "muster-test", destination])
+        let mount = try runCommand(
+            "/usr/bin/nsenter", enter + ["/bin/mount", "-t", "tmpfs", "-o", "size=8m", "muster-test", destination])
         try #require(mount.status == 0, "mount: \(mount.stderr)")
         let wrapper = temp.path + "/rsync-in-namespace"
         try SyncFixture.script(wrapper, "exec /usr/bin/nsenter --mount=/proc/\(pid)/ns/mnt rsync \"$@\"")

@@ -1,12 +1,13 @@
 import Foundation
-#if canImport(Glibc)
-    import Glibc
-#endif
 import Logging
 import Synchronization
 import Testing
 
 @testable import Agent
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// Builds source trees for the sync tests with raw-byte names, and inspects trees with tools independent of
 /// the code under test (`find`, `diff`, `tar`, `stat`).
@@ -86,7 +87,11 @@ enum SyncFixture {
     static func fingerprint(_ root: String) throws -> String {
         let output = try runCommand(
             "/bin/sh",
-            ["-c", "tar --sort=name --numeric-owner --xattrs --xattrs-include='*' --pax-option=delete=atime,delete=ctime -cf - -C \"$1\" . | sha256sum", "sh", root])
+            [
+                "-c",
+                "tar --sort=name --numeric-owner --xattrs --xattrs-include='*' --pax-option=delete=atime,delete=ctime -cf - -C \"$1\" . | sha256sum",
+                "sh", root,
+            ])
         #expect(output.status == 0, "tar failed: \(output.stderr)")
         return output.stdout
     }
