@@ -86,20 +86,19 @@ struct SyncEngine: Sendable {
 
     /// Measures the source and the destination's free space.
     /// - Throws: ``MusterError`` when the source is not a readable directory.
-    func precheck(_ spec: SyncSpec) throws -> Precheck {
+    func precheck(_ spec: SyncSpec) async throws -> Precheck {
         let excludes = ExcludeMatcher(spec.excludes)
-        var total: UInt64 = 0
-        var entries = 0
-        var seenLinks = Set<FileIdentity>()
+        let measured: SourceSize.Result
         do {
-            try TreeWalker.walk(root: spec.source, sorted: false, strict: false, excludes: excludes) { entry in
-                entries += 1
-                total += Self.footprint(entry, seenLinks: &seenLinks)
-            }
+            // All cores: rsync has not started yet, and this walk is the precheck's whole cost.
+            let workers = min(8, max(2, ProcessInfo.processInfo.activeProcessorCount))
+            measured = try await SourceSize.measure(root: spec.source, excludes: excludes, workers: workers)
         } catch let error as TreeWalker.WalkError {
             throw MusterError(
                 .invalidInput, "cannot read the source: \(error)", hint: "check that it exists and is readable")
         }
+        let total = measured.bytes
+        let entries = measured.entries
         let available: UInt64
         do {
             available = try TreeWalker.availableBytes(at: spec.destination)
@@ -181,7 +180,7 @@ struct SyncEngine: Sendable {
         if let kind = FileStatus.lstat(spec.destination)?.kind, kind != .directory {
             throw MusterError(.invalidInput, "the destination '\(spec.destination)' exists and is not a directory")
         }
-        let check = try precheck(spec)
+        let check = try await precheck(spec)
         onEvent(.precheck(check))
         guard check.fits else {
             throw MusterError(

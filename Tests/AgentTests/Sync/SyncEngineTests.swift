@@ -278,6 +278,26 @@ import Testing
         #expect(!FileManager.default.fileExists(atPath: destination), "nothing may be written after a refusal")
     }
 
+    @Test func precheckCountsBlocksHardLinksOnceAndHonoursExcludes() async throws {
+        let temp = try TemporaryDirectory("sync-size")
+        defer { temp.remove() }
+        let source = temp.path + "/src"
+        try SyncFixture.write(source, "a", [1])
+        try SyncFixture.write(source, "dir/b", SyncFixture.bytes(4096, seed: 1))
+        try SyncFixture.write(source, "dir/sub/c", SyncFixture.bytes(4097, seed: 2))
+        #expect(link(source + "/dir/b", source + "/dir/b2") == 0)
+        #expect(symlink("a", source + "/s") == 0)
+        try SyncFixture.write(source, "skip/big", SyncFixture.bytes(100_000, seed: 3))
+        try SyncFixture.write(source, "x.tmp", [1, 2])
+        let spec = SyncSpec(source: source, destination: temp.path + "/dst", excludes: ["/skip/", "*.tmp"])
+        let check = try await SyncFixture.engine().precheck(spec)
+        // a: 4 KiB, b (+ its hard link b2, once): 4 KiB, c: 8 KiB, directories dir and dir/sub: 4 KiB each.
+        #expect(check.sourceBytes == 24576)
+        #expect(check.sourceEntries == 7)
+        #expect(check.requiredBytes == 27034)
+        #expect(check.fits)
+    }
+
     @Test func vanishingSourceFilesAreAWarning() async throws {
         let temp = try TemporaryDirectory("sync-vanish")
         defer { temp.remove() }
