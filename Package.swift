@@ -42,6 +42,8 @@ let package = Package(
             pkgConfig: "libsystemd",
             providers: [.apt(["libsystemd-dev"])]
         ),
+        // <sys/xattr.h> (glibc) for the module builder's trusted.overlay.* xattrs; headers only.
+        .systemLibrary(name: "CXattr"),
         .target(
             name: "Shared",
             dependencies: [
@@ -81,6 +83,7 @@ let package = Package(
             name: "Coordinator",
             dependencies: [
                 "Shared",
+                "CXattr",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -121,6 +124,7 @@ let package = Package(
             dependencies: [
                 "Coordinator", "Shared", "TestSupport",
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict
         ),

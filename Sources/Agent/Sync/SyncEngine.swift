@@ -1,0 +1,245 @@
+import Foundation
+import Logging
+import Shared
+
+/// Copies a directory tree with rsync: validates the spec, checks free space, runs rsync with streamed
+/// progress, maps the exit code, and optionally verifies the copy.
+///
+/// The `syncTree` task and `muster-agent sync` both drive this; neither changes the source (rsync never gets
+/// `--remove-source-files`, and verification only reads).
+struct SyncEngine: Sendable {
+    /// What the engine reports while it works.
+    enum Event: Sendable {
+        case precheck(Precheck)
+        case progress(RsyncProgress)
+        case verifying(SyncSpec.Verify)
+    }
+
+    /// The free-space check before copying.
+    struct Precheck: Sendable, Equatable, Codable {
+        /// Bytes the source occupies (regular files rounded up to 4 KiB blocks, hard links once, 4 KiB per
+        /// directory), excludes applied.
+        var sourceBytes: UInt64
+        var sourceEntries: Int
+        /// Of `sourceBytes`, what the destination already holds (same path, same size); computed only when the
+        /// whole source would not fit, so a re-run onto a nearly full volume is not refused.
+        var alreadyPresentBytes: UInt64
+        /// Free bytes on the destination's filesystem.
+        var availableBytes: UInt64
+        /// `(sourceBytes − alreadyPresentBytes) × (1 + margin)`.
+        var requiredBytes: UInt64
+        var fits: Bool { requiredBytes <= availableBytes }
+    }
+
+    /// The result of a run that got as far as starting rsync.
+    struct Report: Sendable, Codable {
+        var spec: SyncSpec
+        var dryRun: Bool
+        var precheck: Precheck
+        var exitCode: Int32
+        var severity: RsyncExitStatus.Severity
+        /// rsync's outcome in words (see ``RsyncExitStatus/message(limit:)``).
+        var message: String
+        var hint: String?
+        var failedFiles: [RsyncExitStatus.FileProblem]
+        var vanishedFiles: [String]
+        var destinationFull: Bool
+        var stats: RsyncStats
+        var lastProgress: RsyncProgress?
+        var progressRecords: Int
+        var progressCallbacks: Int
+        var verification: SyncVerifier.Report?
+        var elapsedSeconds: Double
+
+        /// Copied (possibly with vanished-file warnings) and, if asked, verified without a difference.
+        var succeeded: Bool { severity != .failure && verification?.mismatch == nil }
+
+        /// The failure as a ``MusterError``, `nil` when ``succeeded``.
+        var error: MusterError? {
+            if severity == .failure {
+                return MusterError(destinationFull ? .io : .internal, message, hint: hint)
+            }
+            if let mismatch = verification?.mismatch {
+                return MusterError(
+                    .verificationFailed, "verification found a difference: \(mismatch)",
+                    hint: "re-run the sync; if it persists, check the destination's storage")
+            }
+            return nil
+        }
+    }
+
+    var rsync = Rsync()
+    /// Progress callbacks at most and at least this often (see ``Rsync/run(arguments:interval:logger:onProgress:)``).
+    var progressInterval: Duration = .seconds(1)
+    /// Extra free space required on top of the source size.
+    var spaceMargin: Double = 0.10
+    var logger: Logger
+
+    init(rsync: Rsync = Rsync(), progressInterval: Duration = .seconds(1), spaceMargin: Double = 0.10, logger: Logger) {
+        self.rsync = rsync
+        self.progressInterval = progressInterval
+        self.spaceMargin = spaceMargin
+        self.logger = logger
+    }
+
+    // MARK: - Precheck
+
+    /// Measures the source and the destination's free space.
+    /// - Throws: ``MusterError`` when the source is not a readable directory.
+    func precheck(_ spec: SyncSpec) async throws -> Precheck {
+        let excludes = ExcludeMatcher(spec.excludes)
+        let measured: SourceSize.Result
+        do {
+            // All cores: rsync has not started yet, and this walk is the precheck's whole cost.
+            let workers = min(8, max(2, ProcessInfo.processInfo.activeProcessorCount))
+            measured = try await SourceSize.measure(root: spec.source, excludes: excludes, workers: workers)
+        } catch let error as TreeWalker.WalkError {
+            throw MusterError(
+                .invalidInput, "cannot read the source: \(error)", hint: "check that it exists and is readable")
+        }
+        let total = measured.bytes
+        let entries = measured.entries
+        let available: UInt64
+        do {
+            available = try TreeWalker.availableBytes(at: spec.destination)
+        } catch {
+            throw MusterError(.invalidInput, "cannot measure free space at the destination: \(error)")
+        }
+        var check = Precheck(
+            sourceBytes: total, sourceEntries: entries, alreadyPresentBytes: 0, availableBytes: available,
+            requiredBytes: withMargin(total))
+        if !check.fits, FileStatus.lstat(spec.destination)?.kind == .directory {
+            // A re-run only writes what is missing; count what is already there before refusing.
+            check.alreadyPresentBytes = alreadyPresent(spec, excludes: excludes)
+            check.requiredBytes = withMargin(total - min(total, check.alreadyPresentBytes))
+        }
+        return check
+    }
+
+    private func withMargin(_ bytes: UInt64) -> UInt64 {
+        UInt64((Double(bytes) * (1 + spaceMargin)).rounded(.up))
+    }
+
+    /// Space an entry takes: regular files rounded up to 4 KiB (once per hard-link group), 4 KiB per directory.
+    private static func footprint(_ entry: TreeEntry, seenLinks: inout Set<FileIdentity>) -> UInt64 {
+        switch entry.kind {
+        case .directory: return 4096
+        case .regular:
+            if entry.linkCount > 1, !seenLinks.insert(FileIdentity(device: entry.device, inode: entry.inode)).inserted {
+                return 0
+            }
+            return (entry.size + 4095) / 4096 * 4096
+        case .symlink, .other: return 0
+        }
+    }
+
+    /// Bytes of source files the destination already has at the same path with the same size.
+    private func alreadyPresent(_ spec: SyncSpec, excludes: ExcludeMatcher) -> UInt64 {
+        var sizes: [[UInt8]: UInt64] = [:]
+        try? TreeWalker.walk(root: spec.destination, sorted: false, strict: false, excludes: excludes) { entry in
+            if entry.kind == .regular {
+                sizes[entry.path] = entry.size
+            } else if entry.kind == .directory {
+                sizes[entry.path] = 0
+            }
+        }
+        var present: UInt64 = 0
+        var seenLinks = Set<FileIdentity>()
+        try? TreeWalker.walk(root: spec.source, sorted: false, strict: false, excludes: excludes) { entry in
+            let footprint = Self.footprint(entry, seenLinks: &seenLinks)
+            switch entry.kind {
+            case .regular where sizes[entry.path] == entry.size: present += footprint
+            case .directory where sizes[entry.path] != nil: present += footprint
+            default: break
+            }
+        }
+        return present
+    }
+
+    private struct FileIdentity: Hashable {
+        var device: UInt64
+        var inode: UInt64
+    }
+
+    // MARK: - Run
+
+    /// Validates, prechecks, copies and (if asked) verifies.
+    ///
+    /// - Returns: the report, also when rsync failed or verification found a difference (see ``Report/error``).
+    /// - Throws: ``MusterError`` with code `usage` for a bad spec, `invalidInput` when the source is not a
+    ///   directory or the destination lacks space (nothing was copied); `internal` when rsync cannot be started.
+    func run(
+        _ spec: SyncSpec, dryRun: Bool = false, onEvent: @escaping @Sendable (Event) -> Void = { _ in }
+    ) async throws -> Report {
+        let started = ContinuousClock.now
+        try spec.validate()
+        guard FileStatus.lstat(spec.source)?.kind == .directory else {
+            throw MusterError(
+                .invalidInput, "the source '\(spec.source)' is not a directory", hint: "sync copies directory trees")
+        }
+        if let kind = FileStatus.lstat(spec.destination)?.kind, kind != .directory {
+            throw MusterError(.invalidInput, "the destination '\(spec.destination)' exists and is not a directory")
+        }
+        let check = try await precheck(spec)
+        onEvent(.precheck(check))
+        guard check.fits else {
+            throw MusterError(
+                .invalidInput,
+                "not enough space at '\(spec.destination)': the copy needs \(Self.format(check.requiredBytes)) "
+                    + "(\(Self.format(check.sourceBytes - min(check.sourceBytes, check.alreadyPresentBytes))) + "
+                    + "\(Int(spaceMargin * 100))% margin) but only \(Self.format(check.availableBytes)) is free",
+                hint: "free space or use a bigger volume; nothing was copied")
+        }
+        if !dryRun {
+            do {
+                try FileManager.default.createDirectory(atPath: spec.destination, withIntermediateDirectories: true)
+            } catch {
+                throw MusterError(
+                    .io, "cannot create the destination '\(spec.destination)'", cause: UnderlyingError(error))
+            }
+        }
+        let arguments = Rsync.arguments(for: spec, dryRun: dryRun)
+        let outcome = try await rsync.run(arguments: arguments, interval: progressInterval, logger: logger) {
+            onEvent(.progress($0))
+        }
+        let status = outcome.status
+        logger.info(
+            "rsync finished",
+            metadata: ["code": "\(status.code)", "transferred": "\(outcome.stats.transferredFiles ?? -1)"])
+        var report = Report(
+            spec: spec, dryRun: dryRun, precheck: check, exitCode: status.code, severity: status.severity,
+            message: status.message(), hint: status.hint, failedFiles: status.failedFiles,
+            vanishedFiles: status.vanishedFiles, destinationFull: status.destinationFull, stats: outcome.stats,
+            lastProgress: outcome.lastProgress, progressRecords: outcome.progressRecords,
+            progressCallbacks: outcome.progressCallbacks, verification: nil, elapsedSeconds: 0)
+        if status.severity != .failure, !dryRun, spec.verify != .none {
+            onEvent(.verifying(spec.verify))
+            let verifier = SyncVerifier(spec: spec, compareOwners: geteuid() == 0 && rsync.credentials == nil)
+            do {
+                report.verification = try verifier.verify()
+            } catch {
+                report.verification = SyncVerifier.Report(
+                    mode: spec.verify, entriesCompared: 0, filesHashed: 0, bytesHashed: 0,
+                    mismatch: .init(path: spec.destination, problem: "cannot read for verification: \(error)"))
+            }
+        }
+        report.elapsedSeconds = Self.seconds(ContinuousClock.now - started)
+        return report
+    }
+
+    static func seconds(_ duration: Duration) -> Double {
+        Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
+    }
+
+    /// `1.23 GiB`-style sizes for messages.
+    static func format(_ bytes: UInt64) -> String {
+        let units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"]
+        var value = Double(bytes)
+        var unit = 0
+        while value >= 1024, unit < units.count - 1 {
+            value /= 1024
+            unit += 1
+        }
+        return unit == 0 ? "\(bytes) B" : String(format: "%.2f", value) + " " + units[unit]
+    }
+}

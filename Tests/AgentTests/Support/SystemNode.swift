@@ -1,0 +1,168 @@
+import Foundation
+import Synchronization
+
+@testable import Agent
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// A systemd **system** manager as PID 1 of new PID+mount+UTS namespaces ("one simulated node"), seeing only
+/// the units in its own `SYSTEMD_UNIT_PATH`. A port of the reference `sysmgr.sh`.
+///
+/// As with ``UserManager``, the spawned shell moves itself into the node's own cgroup in every hierarchy before
+/// it execs `unshare` and systemd (TESTING.md). The node's `/run` is a bind of `BASE/run`, so its system bus
+/// socket is reachable from the test process at `BASE/run/dbus/system_bus_socket` (the manager's private socket
+/// refuses peers outside its PID namespace; the bus does not).
+final class SystemNode: Sendable {
+    let name: String
+    let base: String
+    /// The `unshare` process (parent of the node's PID 1), our child.
+    let pid: pid_t
+    private let cgroup: String
+    private let reaped = Mutex(false)
+
+    /// Where the node's manager finds units (`SYSTEMD_UNIT_PATH`).
+    var unitDirectory: String { "\(base)/units" }
+    var busAddress: SDBus.Address { .bus("unix:path=\(base)/run/dbus/system_bus_socket") }
+    /// `BASE/run` on the host is `/run` inside the node.
+    func hostPath(ofNodeRun path: String) -> String { "\(base)/run/\(path)" }
+    /// The node's journal files (journald runs with `Storage=volatile`), readable from the host.
+    var journalDirectory: String { "\(base)/run/log/journal" }
+    var log: String { (try? String(contentsOfFile: "\(base)/console", encoding: .utf8)) ?? "" }
+
+    private init(name: String, base: String, pid: pid_t, cgroup: String) {
+        self.name = name
+        self.base = base
+        self.pid = pid
+        self.cgroup = cgroup
+    }
+
+    static func with<T>(_ body: (SystemNode) async throws -> T) async throws -> T {
+        let node = try await start()
+        do {
+            let value = try await body(node)
+            await node.stop()
+            return value
+        } catch {
+            await node.stop()
+            throw error
+        }
+    }
+
+    static func start() async throws -> SystemNode {
+        var random = SystemRandomNumberGenerator()
+        let id = String(random.next() % 0xFFFFFF, radix: 16)
+        let name = "ms\(getpid())-\(id)"
+        // Not under /run: the node binds BASE/run over /run before it binds BASE/hostname.
+        let base = "/tmp/\(name)"
+        let cgroup = "muster-test-\(name)"
+        let fm = FileManager.default
+        for dir in ["units", "run"] {
+            try fm.createDirectory(atPath: "\(base)/\(dir)", withIntermediateDirectories: true)
+        }
+        let targets = [
+            "sysinit", "basic", "shutdown", "local-fs", "local-fs-pre", "swap", "umount", "sockets", "timers", "paths",
+            "slices", "network", "network-pre", "network-online", "final", "exit", "poweroff", "halt", "emergency",
+        ].map { "\($0).target" }
+        let services = [
+            "systemd-poweroff.service", "systemd-halt.service", "systemd-exit.service", "dbus.socket", "dbus.service",
+            "systemd-journald.service", "systemd-journald.socket", "systemd-journald-dev-log.socket",
+            "systemd-journald-audit.socket",
+        ]
+        for unit in targets + services {
+            try fm.copyItem(atPath: "/lib/systemd/system/\(unit)", toPath: "\(base)/units/\(unit)")
+        }
+        try
+            "[Unit]\nDescription=muster test node\nRequires=basic.target\nWants=dbus.socket systemd-journald.socket\nAfter=basic.target\nAllowIsolate=yes\n"
+            .write(toFile: "\(base)/units/node.target", atomically: true, encoding: .utf8)
+        try "\(name)\n".write(toFile: "\(base)/hostname", atomically: true, encoding: .utf8)
+        let machineID = (0..<32).map { _ in String(random.next() % 16, radix: 16) }.joined()
+        try "\(machineID)\n".write(toFile: "\(base)/machine-id", atomically: true, encoding: .utf8)
+
+        // journald inside the node: volatile only (BASE/run/log/journal), never the host's /var/log/journal.
+        try fm.createDirectory(atPath: "\(base)/run/systemd/journald.conf.d", withIntermediateDirectories: true)
+        try "[Journal]\nStorage=volatile\n".write(
+            toFile: "\(base)/run/systemd/journald.conf.d/muster-test.conf", atomically: true, encoding: .utf8)
+
+        let hierarchies = UserManager.hierarchies()
+        for h in hierarchies { try fm.createDirectory(atPath: "\(h)/\(cgroup)", withIntermediateDirectories: true) }
+        let cpuset = "/sys/fs/cgroup/cpuset"
+        if fm.fileExists(atPath: "\(cpuset)/cpuset.cpus") {
+            for file in ["cpuset.cpus", "cpuset.mems"] {
+                let value = try String(contentsOfFile: "\(cpuset)/\(file)", encoding: .utf8)
+                try value.write(toFile: "\(cpuset)/\(cgroup)/\(file)", atomically: false, encoding: .utf8)
+            }
+        }
+        let moves = hierarchies.map { "echo $$ > '\($0)/\(cgroup)/cgroup.procs'" }.joined(separator: " && ")
+        let script = """
+            \(moves) && exec unshare --pid --fork --mount --mount-proc --uts --propagation private sh -c '\
+            mount --bind \(base)/run /run && mount --bind \(base)/hostname /etc/hostname && \
+            mount --bind \(base)/machine-id /etc/machine-id && \
+            exec env -i container=muster-test SYSTEMD_UNIT_PATH=\(base)/units /lib/systemd/systemd --system \
+            --unit=node.target --log-target=console --log-level=notice'
+            """
+        let pid = try UserManager.spawn(["/usr/bin/setsid", "/bin/sh", "-c", script], log: "\(base)/console")
+        let node = SystemNode(name: name, base: base, pid: pid, cgroup: cgroup)
+        do {
+            try await node.waitUntilRunning()
+        } catch {
+            await node.stop()
+            throw error
+        }
+        return node
+    }
+
+    private func waitUntilRunning() async throws {
+        var lastState = "not connected"
+        for _ in 0..<500 {
+            guard isAlive else { throw UserManagerError("node \(name) exited while booting; log:\n\(log)") }
+            if let systemd = try? await SystemdManager.connect(busAddress),
+                let state = try? await systemd.bus.perform({ c in
+                    try c.stringProperty(
+                        destination: SystemdManager.destination, path: SystemdManager.managerPath,
+                        interface: SystemdManager.managerInterface, member: "SystemState")
+                })
+            {
+                lastState = state
+                if state == "running" || state == "degraded" { return }
+            }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        throw UserManagerError("node \(name) did not boot (state \(lastState)); log:\n\(log)")
+    }
+
+    private var isAlive: Bool {
+        reaped.withLock { done in
+            if done { return false }
+            var status: Int32 = 0
+            if waitpid(pid, &status, WNOHANG) == pid { done = true }
+            return !done
+        }
+    }
+
+    /// Powers the node off over D-Bus, waits, then SIGKILLs whatever is left in its cgroups (by PID) and removes
+    /// the cgroups and the base directory.
+    func stop() async {
+        if isAlive, let systemd = try? await SystemdManager.connect(busAddress) {
+            // D-Bus method org.freedesktop.systemd1.Manager.PowerOff: PID 1 of a container exits.
+            _ = try? await systemd.bus.perform { c in
+                _ = try c.call(
+                    destination: SystemdManager.destination, path: SystemdManager.managerPath,
+                    interface: SystemdManager.managerInterface, member: "PowerOff")
+            }
+            for _ in 0..<250 where isAlive { try? await Task.sleep(for: .milliseconds(20)) }
+        }
+        let hierarchies = UserManager.hierarchies()
+        for _ in 0..<5 {
+            var leftovers: [pid_t] = []
+            for h in hierarchies { leftovers += UserManager.pids(under: "\(h)/\(cgroup)") }
+            if leftovers.isEmpty { break }
+            for p in Set(leftovers) { kill(p, SIGKILL) }
+            usleep(100_000)
+        }
+        for _ in 0..<250 where isAlive { usleep(20_000) }
+        for h in hierarchies { UserManager.removeTree("\(h)/\(cgroup)") }
+        _ = try? FileManager.default.removeItem(atPath: base)
+    }
+}
