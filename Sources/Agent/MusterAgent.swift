@@ -3,6 +3,7 @@ import Shared
 
 @main
 struct MusterAgent: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "muster-agent", abstract: "Muster node agent.")
-    func run() async throws { print(MusterVersion.current) }
+    static let configuration = CommandConfiguration(
+        commandName: "muster-agent", abstract: "Muster node agent.", version: MusterVersion.current,
+        subcommands: [MigrateSQLiteCommand.self])
 }

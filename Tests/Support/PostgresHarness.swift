@@ -63,7 +63,7 @@ public enum PostgresHarness {
     /// Drops a database made by ``makeDatabase(prefix:)`` (forcing other sessions out).
     public static func dropDatabase(_ name: String) {
         guard let srv = try? server() else { return }
-        try? psql(srv, database: "postgres", sql: "DROP DATABASE IF EXISTS \"\(name)\" WITH (FORCE)")
+        _ = try? psql(srv, database: "postgres", sql: "DROP DATABASE IF EXISTS \"\(name)\" WITH (FORCE)")
     }
 
     /// Runs SQL through `psql` and returns its unaligned, tuples-only output.

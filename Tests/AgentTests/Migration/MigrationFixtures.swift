@@ -1,0 +1,85 @@
+import Foundation
+import GRDBSQLite
+import Shared
+import TestSupport
+import Testing
+
+@testable import Agent
+
+/// A throwaway SQLite file written through the C API (the engine itself only ever reads).
+final class SQLiteFixture {
+    let directory: String
+    let path: String
+
+    init(_ name: String = "source.db") throws {
+        directory = NSTemporaryDirectory() + "muster-migtest-" + UUID().uuidString.prefix(8)
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        path = directory + "/" + name
+    }
+
+    deinit { try? FileManager.default.removeItem(atPath: directory) }
+
+    /// Runs SQL (several statements allowed) on a read-write connection that is closed afterwards.
+    func exec(_ sql: String) throws {
+        let db = try SQLiteFixture.open(path)
+        defer { sqlite3_close_v2(db) }
+        try SQLiteFixture.exec(db, sql)
+    }
+
+    static func open(_ path: String) throws -> OpaquePointer {
+        var db: OpaquePointer?
+        guard sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, nil) == SQLITE_OK, let db else {
+            throw FixtureError("cannot open \(path)")
+        }
+        return db
+    }
+
+    static func exec(_ db: OpaquePointer, _ sql: String) throws {
+        var err: UnsafeMutablePointer<CChar>?
+        if sqlite3_exec(db, sql, nil, nil, &err) != SQLITE_OK {
+            let msg = err.map { String(cString: $0) } ?? "?"
+            sqlite3_free(err)
+            throw FixtureError("sqlite: \(msg) in \(sql.prefix(200))")
+        }
+    }
+
+    /// SHA-256 of the file, to prove the engine never modified it.
+    func sha256() throws -> String { try MigrationEngine.fingerprint(path).sha256 }
+}
+
+struct FixtureError: Error, CustomStringConvertible {
+    var description: String
+    init(_ d: String) { description = d }
+}
+
+/// A fresh target database per test.
+struct TargetDatabase {
+    let name: String
+    let url: String
+    let server: PostgresHarness.Server
+
+    init() throws {
+        server = try PostgresHarness.server()
+        (name, url) = try PostgresHarness.makeDatabase(prefix: "mig")
+    }
+
+    func query(_ sql: String) throws -> String {
+        try PostgresHarness.psql(server, database: name, sql: sql)
+    }
+
+    func drop() { PostgresHarness.dropDatabase(name) }
+}
+
+/// Runs the engine and checks the source was left byte-identical.
+func migrate(
+    _ fixture: SQLiteFixture, _ target: TargetDatabase, tables: [String]? = nil, casts: [String] = [],
+    replace: Bool = false, dryRun: Bool = false, snapshot: Bool = false, schema: String = "public", jobs: Int = 2
+) async throws -> MigrationReport {
+    let before = try fixture.sha256()
+    defer { #expect((try? fixture.sha256()) == before, "source must be byte-identical") }
+    let spec = MigrationSpec(
+        databases: [fixture.path], target: target.url, schema: schema, tables: tables,
+        casts: try casts.map { try CastRule(parsing: $0) }, jobs: jobs, replace: replace, dryRun: dryRun,
+        snapshot: snapshot)
+    return try await MigrationEngine(spec: spec).run()
+}
