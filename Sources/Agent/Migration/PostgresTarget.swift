@@ -72,6 +72,7 @@ struct PostgresTarget: Sendable {
 
     /// Whether an error means the connection or server went away (restart, network), as opposed to a SQL error.
     static func isConnectionLoss(_ error: any Error) -> Bool {
+        if error is TableCopier.ConnectionClosedDuringCopy { return true }
         guard let e = error as? PSQLError else { return error is ChannelError || error is IOError }
         if let state = e.serverInfo?[.sqlState] {
             // 57P01 admin_shutdown, 57P02 crash_shutdown, 57P03 cannot_connect_now, 08xxx connection exceptions.

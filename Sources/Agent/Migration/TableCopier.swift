@@ -6,6 +6,7 @@ import NIOCore
 import NIOPosix
 import PostgresNIO
 import Shared
+import Synchronization
 
 /// A source row that was not copied, with the reason.
 struct ErrorRow: Sendable, Codable, Equatable {
@@ -59,7 +60,8 @@ struct TableCopier {
             let copyTable = plan.schema.replacingOccurrences(of: "\"", with: "\"\"") + "\".\""
                 + plan.name.replacingOccurrences(of: "\"", with: "\"\"")
             let copyColumns = plan.columns.map { $0.name.replacingOccurrences(of: "\"", with: "\"\"") }
-            let pool = threadPool
+            let (pool, plan, progress, logger) = (threadPool, plan, progress, logger)
+            try await Self.untilClosed(connection) {
             try await connection.copyFrom(table: copyTable, columns: copyColumns, logger: logger) { writer in
                 var batch = try await pool.runIfActive { try reader.next() }
                 while true {
@@ -77,12 +79,58 @@ struct TableCopier {
                     batch = next
                 }
             }
+            }
             try await connection.run("COMMIT", logger: logger)
         } catch {
-            try? await connection.run("ROLLBACK", logger: logger)
+            if !connection.isClosed { try? await connection.run("ROLLBACK", logger: logger) }
             throw error
         }
         return reader.result
+    }
+}
+
+extension TableCopier {
+    /// The connection closed while a COPY write was pending.
+    struct ConnectionClosedDuringCopy: Error, CustomStringConvertible {
+        var description: String { "the connection to PostgreSQL closed during COPY" }
+    }
+
+    /// Runs `body` (a COPY on `connection`), but fails as soon as the connection closes.
+    ///
+    /// postgres-nio 1.33.2 can leave a COPY suspended forever when the server goes away mid-copy: a write waiting
+    /// for the channel to become writable never has its backpressure promise failed, and the `CopyFail` sent on
+    /// the way out waits for a reply that never comes. So the COPY runs in a task of its own that we stop waiting
+    /// for when the channel's close future fires; that task is cancelled and, at worst, stays suspended (holding
+    /// one batch) until the process exits.
+    static func untilClosed<T: Sendable>(
+        _ connection: PostgresConnection, _ body: @escaping @Sendable () async throws -> T
+    ) async throws -> T {
+        let once = Once()
+        return try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<T, any Error>) in
+            let task = Task {
+                do {
+                    let value = try await body()
+                    if once.claim() { continuation.resume(returning: value) }
+                } catch {
+                    if once.claim() { continuation.resume(throwing: error) }
+                }
+            }
+            connection.closeFuture.whenComplete { _ in
+                if once.claim() { continuation.resume(throwing: ConnectionClosedDuringCopy()) }
+                task.cancel()
+            }
+        }
+    }
+
+    /// True for the first caller only.
+    final class Once: Sendable {
+        private let done = Mutex(false)
+        func claim() -> Bool {
+            done.withLock { d in
+                defer { d = true }
+                return !d
+            }
+        }
     }
 }
 

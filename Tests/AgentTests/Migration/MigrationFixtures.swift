@@ -52,8 +52,19 @@ struct FixtureError: Error, CustomStringConvertible {
     init(_ d: String) { description = d }
 }
 
+/// All migration suites, run one test at a time: the harness's `psql` calls block a thread, and a `DROP DATABASE`
+/// waits for every backend, including one in the middle of a COPY from another test.
+@Suite("MigrationTests", .serialized) enum MigrationTests {}
+
+/// Runs blocking work (psql, pg_ctl) on its own thread so the cooperative pool keeps serving the engine.
+func offPool<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+    try await withCheckedThrowingContinuation { continuation in
+        Thread { continuation.resume(with: Result { try body() }) }.start()
+    }
+}
+
 /// A fresh target database per test.
-struct TargetDatabase {
+struct TargetDatabase: Sendable {
     let name: String
     let url: String
     let server: PostgresHarness.Server
@@ -63,11 +74,16 @@ struct TargetDatabase {
         (name, url) = try PostgresHarness.makeDatabase(prefix: "mig")
     }
 
-    func query(_ sql: String) throws -> String {
-        try PostgresHarness.psql(server, database: name, sql: sql)
+    func query(_ sql: String) async throws -> String {
+        let (server, name) = (server, name)
+        return try await offPool { try PostgresHarness.psql(server, database: name, sql: sql) }
     }
 
-    func drop() { PostgresHarness.dropDatabase(name) }
+    /// Drops the database from a thread of its own (cleanup must not block the cooperative pool).
+    func dropInBackground() {
+        let name = name
+        Thread { PostgresHarness.dropDatabase(name) }.start()
+    }
 }
 
 /// Runs the engine and checks the source was left byte-identical.
