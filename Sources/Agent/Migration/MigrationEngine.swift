@@ -127,14 +127,15 @@ struct MigrationEngine: Sendable {
             }
         } catch let e as MusterError { throw e } catch { throw connectionLost(error, during: "creating tables") }
 
-        // 4. Copy, largest tables first, `jobs` at a time; each job adds its table's keys and indexes.
+        // 4. Copy, largest tables first, `jobs` at a time; each job adds its table's keys and indexes and takes the
+        //    target checksum.
         let pool = NIOThreadPool(numberOfThreads: jobs)
         pool.start()
         defer { pool.shutdownGracefully { _ in } }
-        var results: [String: (TableCopier.Result, Double)] = [:]
+        var results: [String: CopyOutcome] = [:]
         let ordered = toLoad.sorted { $0.table.rowCount > $1.table.rowCount }
         do {
-            try await withThrowingTaskGroup(of: (String, TableCopier.Result, Double).self) { group in
+            try await withThrowingTaskGroup(of: CopyOutcome.self) { group in
                 var iterator = ordered.makeIterator()
                 func addNext() {
                     guard let plan = iterator.next() else { return }
@@ -146,23 +147,27 @@ struct MigrationEngine: Sendable {
                     }
                 }
                 for _ in 0..<jobs { addNext() }
-                while let (name, result, seconds) = try await group.next() {
-                    results[name] = (result, seconds)
+                while let outcome = try await group.next() {
+                    results[outcome.name] = outcome
                     addNext()
                 }
             }
         } catch let e as MusterError { throw e } catch { throw connectionLost(error, during: "copying") }
 
-        // 5. Foreign keys and sequences, then verification.
+        // 5. Foreign keys, then sequences and the verdict per table.
         do {
             report.warnings += try await addForeignKeys(plans: toLoad, all: plans, connection: main)
             for (i, plan) in plans.enumerated() {
-                guard let (result, seconds) = results[plan.name] else { continue }
+                guard let outcome = results[plan.name] else { continue }
+                let result = outcome.result
                 report.tables[i].rowsRead = result.rowsRead
                 report.tables[i].errorRows = result.errorCount
                 report.tables[i].bytes = result.bytes
-                report.tables[i].seconds = seconds
+                report.tables[i].seconds = outcome.seconds
                 report.tables[i].sourceChecksum = result.checksum
+                report.tables[i].targetChecksum = outcome.targetChecksum
+                report.tables[i].rowsWritten = outcome.targetChecksum.rows
+                report.tables[i].firstDifference = outcome.firstDifference
                 report.errorRows += result.errorRows
             }
             try await withThrowingTaskGroup(of: (Int, MigrationReport.Table).self) { group in
@@ -171,10 +176,9 @@ struct MigrationEngine: Sendable {
                 func addNext() {
                     guard let (i, plan) = pending.next() else { return }
                     let entry = snapshotOfTables[i]
-                    let readPath = readPaths[plan.sourcePath] ?? plan.sourcePath
                     let fileSHA = sha[plan.sourcePath] ?? ""
                     group.addTask {
-                        (i, try await verify(plan, entry: entry, readPath: readPath, sha: fileSHA, target: target))
+                        (i, try await finishVerification(plan, entry: entry, sha: fileSHA, target: target))
                     }
                 }
                 for _ in 0..<jobs { addNext() }
@@ -205,7 +209,7 @@ struct MigrationEngine: Sendable {
     private func copyTable(
         _ plan: TablePlan, readPath: String, existing: Bool, target: PostgresTarget, pool: NIOThreadPool,
         progress: @escaping @Sendable (TableProgress) -> Void
-    ) async throws -> (String, TableCopier.Result, Double) {
+    ) async throws -> CopyOutcome {
         let started = ContinuousClock.now
         let connection = try await target.connect(logger: logger)
         do {
@@ -215,8 +219,17 @@ struct MigrationEngine: Sendable {
                 if existing, try await relationOrConstraintExists(name, plan: plan, connection: connection) { continue }
                 try await connection.run(sql, logger: logger)
             }
+            let seconds = (ContinuousClock.now - started).seconds
+            // Checksum the target right away, while other tables are still being copied.
+            let checksum = try await Verifier.targetChecksum(plan, connection: connection, logger: logger)
+            var difference: String?
+            if checksum != result.checksum {
+                difference = try await Verifier.firstDifference(
+                    plan, readPath: readPath, connection: connection, logger: logger)
+            }
             try await connection.close()
-            return (plan.name, result, (ContinuousClock.now - started).seconds)
+            return CopyOutcome(
+                name: plan.name, result: result, seconds: seconds, targetChecksum: checksum, firstDifference: difference)
         } catch {
             try? await connection.close()
             if let e = error as? MusterError { throw e }
@@ -226,20 +239,23 @@ struct MigrationEngine: Sendable {
         }
     }
 
-    private func verify(
-        _ plan: TablePlan, entry: MigrationReport.Table, readPath: String, sha: String, target: PostgresTarget
+    /// What one copy job produced: the source side, timing, and the target checksum taken right after the load.
+    struct CopyOutcome: Sendable {
+        var name: String
+        var result: TableCopier.Result
+        var seconds: Double
+        var targetChecksum: TableChecksum
+        var firstDifference: String?
+    }
+
+    /// Compares the checksums, sets and checks the identity sequence, and marks the table verified.
+    private func finishVerification(
+        _ plan: TablePlan, entry: MigrationReport.Table, sha: String, target: PostgresTarget
     ) async throws -> MigrationReport.Table {
         var entry = entry
         let connection = try await target.connect(logger: logger)
         do {
-            let checksum = try await Verifier.targetChecksum(plan, connection: connection, logger: logger)
-            entry.targetChecksum = checksum
-            entry.rowsWritten = checksum.rows
-            var ok = checksum == entry.sourceChecksum
-            if !ok {
-                entry.firstDifference = try await Verifier.firstDifference(
-                    plan, readPath: readPath, connection: connection, logger: logger)
-            }
+            var ok = entry.targetChecksum == entry.sourceChecksum
             if let seq = try await checkSequence(plan, connection: connection) {
                 entry.sequence = seq.description
                 if !seq.ok {
