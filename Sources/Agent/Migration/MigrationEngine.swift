@@ -5,6 +5,7 @@ import NIOCore
 import NIOPosix
 import PostgresNIO
 import Shared
+import Synchronization
 
 /// Migrates SQLite databases into PostgreSQL: plan, create, copy in parallel, index, constrain, reset
 /// sequences, verify, report.
@@ -127,29 +128,59 @@ struct MigrationEngine: Sendable {
             }
         } catch let e as MusterError { throw e } catch { throw connectionLost(error, during: "creating tables") }
 
-        // 4. Copy, largest tables first, `jobs` at a time; each job adds its table's keys and indexes and takes the
-        //    target checksum.
+        // 4. Copy, largest tables first, `jobs` chunks at a time (a large table with an integer key is split into
+        //    key ranges, each copied on its own connection in its own transaction). When a table's last chunk is in,
+        //    a task of its own adds the table's keys and indexes and takes the target checksum, while the copy slots
+        //    move on. A table is only marked verified at the end, so an interrupted run leaves it `loading` and the
+        //    next run drops and reloads it whole.
         let pool = NIOThreadPool(numberOfThreads: jobs)
         pool.start()
         defer { pool.shutdownGracefully { _ in } }
         var results: [String: CopyOutcome] = [:]
         let ordered = toLoad.sorted { $0.table.rowCount > $1.table.rowCount }
         do {
-            try await withThrowingTaskGroup(of: CopyOutcome.self) { group in
-                var iterator = ordered.makeIterator()
+            var units: [CopyUnit] = []
+            for plan in ordered {
+                let readPath = readPaths[plan.sourcePath] ?? plan.sourcePath
+                let ranges = try Self.chunkRanges(plan, readPath: readPath, chunkRows: spec.chunkRows ?? Self.defaultChunkRows)
+                let tally = ChunkTally(table: plan.name, total: plan.table.rowCount, chunks: ranges.count, progress: progress)
+                for (k, range) in ranges.enumerated() {
+                    units.append(CopyUnit(plan: plan, readPath: readPath, range: range, index: k, count: ranges.count,
+                                          existing: actions[plan.name] == .loadExisting, tally: tally))
+                }
+            }
+            enum Step: Sendable {
+                case copied(CopyUnit, TableCopier.Result)
+                case finished(CopyOutcome)
+            }
+            try await withThrowingTaskGroup(of: Step.self) { group in
+                var iterator = units.makeIterator()
+                var started: [String: ContinuousClock.Instant] = [:]
+                var partial: [String: [Int: TableCopier.Result]] = [:]
                 func addNext() {
-                    guard let plan = iterator.next() else { return }
-                    let readPath = readPaths[plan.sourcePath] ?? plan.sourcePath
-                    let existing = actions[plan.name] == .loadExisting
+                    guard let unit = iterator.next() else { return }
+                    if started[unit.plan.name] == nil { started[unit.plan.name] = .now }
                     group.addTask {
-                        try await copyTable(plan, readPath: readPath, existing: existing, target: target, pool: pool,
-                                            progress: progress)
+                        .copied(unit, try await copyChunk(unit, target: target, pool: pool))
                     }
                 }
                 for _ in 0..<jobs { addNext() }
-                while let outcome = try await group.next() {
-                    results[outcome.name] = outcome
-                    addNext()
+                while let step = try await group.next() {
+                    switch step {
+                    case .copied(let unit, let result):
+                        partial[unit.plan.name, default: [:]][unit.index] = result
+                        if let parts = partial[unit.plan.name], parts.count == unit.count {
+                            partial[unit.plan.name] = nil
+                            let merged = TableCopier.Result.merging((0..<unit.count).compactMap { parts[$0] })
+                            let since = started[unit.plan.name] ?? .now
+                            group.addTask {
+                                .finished(try await finishTable(unit, result: merged, started: since, target: target))
+                            }
+                        }
+                        addNext()
+                    case .finished(let outcome):
+                        results[outcome.name] = outcome
+                    }
                 }
             }
         } catch let e as MusterError { throw e } catch { throw connectionLost(error, during: "copying") }
@@ -206,37 +237,126 @@ struct MigrationEngine: Sendable {
 
     // MARK: - Steps
 
-    private func copyTable(
-        _ plan: TablePlan, readPath: String, existing: Bool, target: PostgresTarget, pool: NIOThreadPool,
-        progress: @escaping @Sendable (TableProgress) -> Void
-    ) async throws -> CopyOutcome {
-        let started = ContinuousClock.now
+    /// Rows per chunk above which a table with an integer primary key is copied as several key ranges.
+    static let defaultChunkRows = 200_000
+
+    /// One unit of copy work: a whole table, or one key range of a large table.
+    struct CopyUnit: Sendable {
+        var plan: TablePlan
+        var readPath: String
+        var range: ClosedRange<Int64>?
+        var index: Int
+        var count: Int
+        var existing: Bool
+        var tally: ChunkTally
+    }
+
+    /// Sums the progress of a table's chunks into one line per table.
+    final class ChunkTally: Sendable {
+        let table: String
+        let total: Int64
+        let progress: @Sendable (TableProgress) -> Void
+        private let done: Mutex<[Int: (rows: Int64, bytes: Int64)]>
+        private let started = ContinuousClock.now
+
+        init(table: String, total: Int64, chunks: Int, progress: @escaping @Sendable (TableProgress) -> Void) {
+            self.table = table
+            self.total = total
+            self.progress = progress
+            self.done = Mutex([:])
+        }
+
+        func update(chunk: Int, _ p: TableProgress) {
+            let sum = done.withLock { d -> (rows: Int64, bytes: Int64) in
+                d[chunk] = (p.rowsDone, p.bytes)
+                return d.values.reduce((rows: Int64(0), bytes: Int64(0))) { ($0.rows + $1.rows, $0.bytes + $1.bytes) }
+            }
+            progress(
+                TableProgress(table: table, rowsDone: sum.rows, rowsTotal: total, bytes: sum.bytes,
+                              seconds: (ContinuousClock.now - started).seconds))
+        }
+    }
+
+    /// The key ranges a table is copied in: one (`nil`, the whole table) unless it has an integer primary key
+    /// (a rowid alias) and more than `chunkRows` rows; then equal slices of `min(key)...max(key)`.
+    static func chunkRanges(_ plan: TablePlan, readPath: String, chunkRows: Int) throws(MusterError)
+        -> [ClosedRange<Int64>?]
+    {
+        guard chunkRows > 0, plan.table.rowCount > Int64(chunkRows), let key = plan.identityColumn else { return [nil] }
+        let db = try SQLiteDatabase(path: readPath)
+        let rows = try db.rows("SELECT min(\(quoteSQLite(key.name))), max(\(quoteSQLite(key.name))) FROM \(quoteSQLite(plan.table.name))")
+        guard let r = rows.first, r.count == 2, let lo = r[0].int, let hi = r[1].int, lo < hi else { return [nil] }
+        let n = Int64(min(64, (plan.table.rowCount + Int64(chunkRows) - 1) / Int64(chunkRows)))
+        let span = hi.subtractingReportingOverflow(lo)
+        guard !span.overflow, n > 1 else { return [nil] }
+        let step = span.partialValue / n + 1
+        var out: [ClosedRange<Int64>?] = []
+        var start = lo
+        while true {
+            let (end, o) = start.addingReportingOverflow(step - 1)
+            if o || end >= hi {
+                out.append(start...hi)
+                break
+            }
+            out.append(start...end)
+            start = end + 1
+        }
+        return out
+    }
+
+    /// Copies one chunk on a connection of its own (its own transaction).
+    private func copyChunk(_ unit: CopyUnit, target: PostgresTarget, pool: NIOThreadPool) async throws
+        -> TableCopier.Result
+    {
+        let plan = unit.plan
         let connection = try await target.connect(logger: logger)
         do {
-            let copier = TableCopier(plan: plan, readPath: readPath, threadPool: pool, logger: logger, progress: progress)
+            let tally = unit.tally
+            let chunk = unit.index
+            let copier = TableCopier(
+                plan: plan, readPath: unit.readPath, range: unit.range, threadPool: pool, logger: logger,
+                progress: { tally.update(chunk: chunk, $0) })
             let result = try await copier.run(connection: connection)
+            try await connection.close()
+            return result
+        } catch {
+            try? await connection.close()
+            throw describeCopyError(error, plan: plan)
+        }
+    }
+
+    /// After the last chunk: keys and indexes, then the target checksum (while other tables are still copied).
+    private func finishTable(
+        _ unit: CopyUnit, result: TableCopier.Result, started: ContinuousClock.Instant, target: PostgresTarget
+    ) async throws -> CopyOutcome {
+        let plan = unit.plan
+        let connection = try await target.connect(logger: logger)
+        do {
             for (name, sql) in plan.indexSQL {
-                if existing, try await relationOrConstraintExists(name, plan: plan, connection: connection) { continue }
+                if unit.existing, try await relationOrConstraintExists(name, plan: plan, connection: connection) { continue }
                 try await connection.run(sql, logger: logger)
             }
             let seconds = (ContinuousClock.now - started).seconds
-            // Checksum the target right away, while other tables are still being copied.
             let checksum = try await Verifier.targetChecksum(plan, connection: connection, logger: logger)
             var difference: String?
             if checksum != result.checksum {
                 difference = try await Verifier.firstDifference(
-                    plan, readPath: readPath, connection: connection, logger: logger)
+                    plan, readPath: unit.readPath, connection: connection, logger: logger)
             }
             try await connection.close()
             return CopyOutcome(
                 name: plan.name, result: result, seconds: seconds, targetChecksum: checksum, firstDifference: difference)
         } catch {
             try? await connection.close()
-            if let e = error as? MusterError { throw e }
-            if PostgresTarget.isConnectionLoss(error) { throw connectionLost(error, during: "copying \(plan.name)") }
-            throw MusterError(
-                .internal, "PostgreSQL refused the data of \(plan.name): \(PostgresTarget.describe(error))", cause: error)
+            throw describeCopyError(error, plan: plan)
         }
+    }
+
+    private func describeCopyError(_ error: any Error, plan: TablePlan) -> any Error {
+        if let e = error as? MusterError { return e }
+        if PostgresTarget.isConnectionLoss(error) { return connectionLost(error, during: "copying \(plan.name)") }
+        return MusterError(
+            .internal, "PostgreSQL refused the data of \(plan.name): \(PostgresTarget.describe(error))", cause: error)
     }
 
     /// What one copy job produced: the source side, timing, and the target checksum taken right after the load.

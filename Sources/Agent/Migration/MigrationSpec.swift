@@ -19,10 +19,14 @@ struct MigrationSpec: Sendable, Codable, Equatable {
     var dryRun: Bool = false
     /// Migrate from an online backup copy of each source instead of the file itself.
     var snapshot: Bool = false
+    /// Tables with an integer primary key and more rows than this are copied as several key ranges, each on its
+    /// own connection, so a large table keeps every job busy (`nil`: ``MigrationEngine/defaultChunkRows``).
+    var chunkRows: Int?
 
     init(
         databases: [String], target: String, schema: String = "public", tables: [String]? = nil,
-        casts: [CastRule] = [], jobs: Int? = nil, replace: Bool = false, dryRun: Bool = false, snapshot: Bool = false
+        casts: [CastRule] = [], jobs: Int? = nil, replace: Bool = false, dryRun: Bool = false, snapshot: Bool = false,
+        chunkRows: Int? = nil
     ) {
         self.databases = databases
         self.target = target
@@ -33,5 +37,6 @@ struct MigrationSpec: Sendable, Codable, Equatable {
         self.replace = replace
         self.dryRun = dryRun
         self.snapshot = snapshot
+        self.chunkRows = chunkRows
     }
 }

@@ -38,6 +38,20 @@ struct TableCopier {
         var errorRows: [ErrorRow] = []
         var bytes: Int64 = 0
         var checksum = TableChecksum.zero
+
+        /// The chunks of one table, in key order, as one result.
+        static func merging(_ parts: [Result]) -> Result {
+            var out = Result()
+            for p in parts {
+                out.rowsRead += p.rowsRead
+                out.errorCount += p.errorCount
+                out.errorRows += p.errorRows.prefix(max(0, TableCopier.maxErrorRowsKept - out.errorRows.count))
+                out.bytes += p.bytes
+                out.checksum.rows += p.checksum.rows
+                out.checksum.sum += p.checksum.sum
+            }
+            return out
+        }
     }
 
     static let batchBytes = 1 << 20
@@ -45,13 +59,15 @@ struct TableCopier {
 
     let plan: TablePlan
     let readPath: String
+    /// Only rows whose integer primary key lies in this range (a chunk of a large table); `nil`: the whole table.
+    var range: ClosedRange<Int64>? = nil
     let threadPool: NIOThreadPool
     let logger: Logger
     let progress: @Sendable (TableProgress) -> Void
 
     /// Copies the table inside one transaction: either every good row is committed or none is.
     func run(connection: PostgresConnection) async throws -> Result {
-        let reader = try BatchReader(plan: plan, readPath: readPath)
+        let reader = try BatchReader(plan: plan, readPath: readPath, range: range)
         let started = ContinuousClock.now
         try await connection.run("BEGIN", logger: logger)
         do {
@@ -160,10 +176,15 @@ final class BatchReader: @unchecked Sendable {
         return _counters
     }
 
-    init(plan: TablePlan, readPath: String) throws(MusterError) {
+    init(plan: TablePlan, readPath: String, range: ClosedRange<Int64>? = nil) throws(MusterError) {
         self.plan = plan
         db = try SQLiteDatabase(path: readPath)
-        stmt = try db.prepare(plan.selectSQL)
+        if let range, let key = plan.identityColumn {
+            stmt = try db.prepare(
+                plan.selectSQL + " WHERE \(quoteSQLite(key.name)) BETWEEN \(range.lowerBound) AND \(range.upperBound)")
+        } else {
+            stmt = try db.prepare(plan.selectSQL)
+        }
         encoder = RowEncoder(columns: plan.columns)
         keyIndexes = plan.primaryKey.compactMap { k in plan.columns.firstIndex { $0.name == k } }
     }

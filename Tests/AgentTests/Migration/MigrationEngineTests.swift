@@ -10,6 +10,41 @@ import Testing
 extension MigrationTests {
     @Suite("engine against real PostgreSQL")
     struct MigrationEngineTests {
+        @Test func largeTableIsCopiedInKeyRangeChunks() async throws {
+            let src = try SQLiteFixture()
+            try src.exec(
+                """
+                CREATE TABLE big (id INTEGER PRIMARY KEY, k INTEGER NOT NULL, s TEXT, doc JSON);
+                CREATE INDEX big_k ON big(k);
+                WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 2500)
+                  INSERT INTO big SELECT i * 3 - 1000, i % 17, 'row ' || i || char(9) || 'x', '{"i": ' || i || '}' FROM n;
+                UPDATE big SET k = 'not a number' WHERE id IN (2, 3500, 6497);
+                CREATE TABLE small (id INTEGER PRIMARY KEY, v TEXT);
+                INSERT INTO small VALUES (1, 'a'), (2, 'b');
+                """)
+            let db = try TargetDatabase()
+            defer { db.dropInBackground() }
+            let plan = try SQLiteSchema.read(from: SQLiteDatabase(path: src.path)).tables.first { $0.name == "big" }
+            let ranges = try MigrationEngine.chunkRanges(
+                TablePlan(sourcePath: src.path, table: try #require(plan), schema: "public", casts: []),
+                readPath: src.path, chunkRows: 300)
+            #expect(ranges.count == 9)
+            #expect(ranges.first??.lowerBound == -997 && ranges.last??.upperBound == 6500)
+            for (a, b) in zip(ranges, ranges.dropFirst()) { #expect(a!.upperBound + 1 == b!.lowerBound) }
+
+            let report = try await migrate(src, db, jobs: 3, chunkRows: 300)
+            #expect(report.exitCode == 1, "three error rows")
+            let big = try #require(report.tables.first { $0.table == "big" })
+            #expect(big.rowsRead == 2500)
+            #expect(big.rowsWritten == 2497)
+            #expect(big.errorRows == 3)
+            #expect(big.verified == true)
+            #expect(report.errorRows.map(\.key) == ["2", "3500", "6497"])
+            #expect(try await db.query("SELECT count(*) FROM big") == "2497")
+            #expect(try await db.query("SELECT count(*) FROM pg_indexes WHERE tablename = 'big'") == "2")
+            #expect(try await db.query("SELECT obj_description('big'::regclass, 'pg_class') LIKE '%:verified:%'") == "t")
+        }
+
         @Test func everyTypeAndCastRoundTrips() async throws {
             let src = try SQLiteFixture()
             try src.exec(

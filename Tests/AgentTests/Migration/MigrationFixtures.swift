@@ -89,13 +89,14 @@ struct TargetDatabase: Sendable {
 /// Runs the engine and checks the source was left byte-identical.
 func migrate(
     _ fixture: SQLiteFixture, _ target: TargetDatabase, tables: [String]? = nil, casts: [String] = [],
-    replace: Bool = false, dryRun: Bool = false, snapshot: Bool = false, schema: String = "public", jobs: Int = 2
+    replace: Bool = false, dryRun: Bool = false, snapshot: Bool = false, schema: String = "public", jobs: Int = 2,
+    chunkRows: Int? = nil
 ) async throws -> MigrationReport {
     let before = try fixture.sha256()
     defer { #expect((try? fixture.sha256()) == before, "source must be byte-identical") }
     let spec = MigrationSpec(
         databases: [fixture.path], target: target.url, schema: schema, tables: tables,
         casts: try casts.map { try CastRule(parsing: $0) }, jobs: jobs, replace: replace, dryRun: dryRun,
-        snapshot: snapshot)
+        snapshot: snapshot, chunkRows: chunkRows)
     return try await MigrationEngine(spec: spec).run()
 }
