@@ -137,6 +137,10 @@ struct MigrationEngine: Sendable {
         pool.start()
         defer { pool.shutdownGracefully { _ in } }
         var results: [String: CopyOutcome] = [:]
+        // The sources' closing fingerprints, taken as soon as every chunk has been read (while the last indexes and
+        // checksums run on the server) instead of after everything.
+        var closingPrints: [(size: Int64, sha256: String)]?
+        let sourcePaths = report.sources.map(\.path)
         let ordered = toLoad.sorted { $0.table.rowCount > $1.table.rowCount }
         do {
             var units: [CopyUnit] = []
@@ -152,11 +156,13 @@ struct MigrationEngine: Sendable {
             enum Step: Sendable {
                 case copied(CopyUnit, TableCopier.Result)
                 case finished(CopyOutcome)
+                case fingerprinted([(size: Int64, sha256: String)])
             }
             try await withThrowingTaskGroup(of: Step.self) { group in
                 var iterator = units.makeIterator()
                 var started: [String: ContinuousClock.Instant] = [:]
                 var partial: [String: [Int: TableCopier.Result]] = [:]
+                var copiedUnits = 0
                 func addNext() {
                     guard let unit = iterator.next() else { return }
                     if started[unit.plan.name] == nil { started[unit.plan.name] = .now }
@@ -168,6 +174,14 @@ struct MigrationEngine: Sendable {
                 while let step = try await group.next() {
                     switch step {
                     case .copied(let unit, let result):
+                        copiedUnits += 1
+                        if copiedUnits == units.count {
+                            // Every read of the sources is done (only a checksum mismatch reads one again; the
+                            // fingerprints are then taken again at the end).
+                            group.addTask {
+                                .fingerprinted(try await pool.runIfActive { try sourcePaths.map { path throws(MusterError) in try Self.fingerprint(path) } })
+                            }
+                        }
                         partial[unit.plan.name, default: [:]][unit.index] = result
                         if let parts = partial[unit.plan.name], parts.count == unit.count {
                             partial[unit.plan.name] = nil
@@ -180,6 +194,8 @@ struct MigrationEngine: Sendable {
                         addNext()
                     case .finished(let outcome):
                         results[outcome.name] = outcome
+                    case .fingerprinted(let prints):
+                        closingPrints = prints
                     }
                 }
             }
@@ -221,8 +237,9 @@ struct MigrationEngine: Sendable {
         } catch let e as MusterError { throw e } catch { throw connectionLost(error, during: "verifying") }
 
         // 6. Prove the sources were not modified.
+        if results.values.contains(where: { $0.firstDifference != nil }) { closingPrints = nil }
         for i in report.sources.indices {
-            let fp = try Self.fingerprint(report.sources[i].path)
+            let fp = try closingPrints.map { $0[i] } ?? Self.fingerprint(report.sources[i].path)
             report.sources[i].sizeAfter = fp.size
             report.sources[i].sha256After = fp.sha256
             if !report.sources[i].unchanged && !spec.snapshot {
