@@ -22,10 +22,12 @@ struct RowProblem: Sendable, Equatable {
 
 /// Turns the current row of an SQLite statement into one line of COPY text and the row's checksum input.
 ///
-/// The checksum input is the canonical rendering both sides agree on (see ``Verifier``): per column `N` for NULL,
-/// integers in decimal, doubles as the 16 hex digits of their IEEE bits, text as `bytes:text`, bytea in hex,
-/// booleans `true`/`false`, timestamps as PostgreSQL prints them in UTC, jsonb as PostgreSQL prints it; each
-/// followed by a comma. Its MD5 is the row hash.
+/// The checksum input is the canonical binary rendering both sides agree on (see ``Verifier``): per column a
+/// 0x00 byte for NULL, else 0x01 and the value as PostgreSQL's binary send functions give it — bigint, double
+/// (IEEE bits) and timestamptz (µs since 2000-01-01) as 8 bytes big-endian, date as 4 (days since 2000-01-01),
+/// boolean as one byte 0/1, bytea as a 4-byte big-endian length and the bytes — or, for text, jsonb (as PostgreSQL
+/// prints it) and numeric (as PostgreSQL prints it), the UTF-8 bytes followed by a 0x00 byte (they never contain
+/// NUL). The rendering is prefix-free, so different rows never render alike. Its MD5 is the row hash.
 struct RowEncoder {
     let columns: [ColumnPlan]
     private var canon: [UInt8] = []
@@ -53,7 +55,6 @@ struct RowEncoder {
                 buffer.moveWriterIndex(to: rowStart)
                 return .problem(RowProblem(column: index, reason: reason))
             }
-            canon.append(UInt8(ascii: ","))
         }
         buffer.writeInteger(UInt8(ascii: "\n"))
         return .row(Insecure.MD5.hash(data: canon))
@@ -67,15 +68,16 @@ struct RowEncoder {
         let storage = sqlite3_column_type(stmt, i)
         if storage == SQLITE_NULL {
             buffer.writeInteger(UInt16(0x5C4E))  // "\N"
-            canon.append(UInt8(ascii: "N"))
+            canon.append(0)
             return nil
         }
+        canon.append(1)
         switch conversion {
         case .integer:
             guard storage == SQLITE_INTEGER else { return mismatch(storage, "bigint") }
             let v = sqlite3_column_int64(stmt, i)
             Self.appendInt(v, to: &buffer)
-            Self.appendInt(v, to: &canon)
+            Self.appendBE(UInt64(bitPattern: v), to: &canon)
 
         case .double:
             let d: Double
@@ -90,7 +92,7 @@ struct RowEncoder {
             }
             let text = d.isNaN ? "NaN" : d.isInfinite ? (d < 0 ? "-Infinity" : "Infinity") : d.description
             buffer.writeString(text)
-            Self.appendHex64(d.bitPattern, to: &canon)
+            Self.appendBE(d.bitPattern, to: &canon)
 
         case .numeric:
             let normal: [UInt8]?
@@ -112,14 +114,14 @@ struct RowEncoder {
             guard let normal else { return "value is not a decimal number" }
             buffer.writeBytes(normal)
             canon.append(contentsOf: normal)
+            canon.append(0)
 
         case .text:
             guard storage == SQLITE_TEXT else { return mismatch(storage, "text") }
             let p = Self.textPointer(stmt, i) ?? UnsafeBufferPointer(start: nil, count: 0)
             if let reason = Self.appendEscaped(p, to: &buffer) { return reason }
-            Self.appendInt(Int64(p.count), to: &canon)
-            canon.append(UInt8(ascii: ":"))
             canon.append(contentsOf: p)
+            canon.append(0)
 
         case .bytea:
             guard storage == SQLITE_BLOB else { return mismatch(storage, "bytea") }
@@ -128,9 +130,9 @@ struct RowEncoder {
             buffer.writeInteger(UInt8(ascii: "\\"))
             buffer.writeInteger(UInt8(ascii: "\\"))
             buffer.writeInteger(UInt8(ascii: "x"))
-            let start = canon.count
-            Self.appendHex(raw, to: &canon)
-            _ = canon.withUnsafeBufferPointer { buffer.writeBytes(UnsafeRawBufferPointer(UnsafeBufferPointer(rebasing: $0[start...]))) }
+            Self.appendHex(raw, to: &buffer)
+            Self.appendBE(UInt32(n), to: &canon)
+            canon.append(contentsOf: raw)
 
         case .boolFromInteger:
             guard storage == SQLITE_INTEGER else { return mismatch(storage, "boolean (from 0/1)") }
@@ -184,9 +186,10 @@ struct RowEncoder {
         case .date:
             guard storage == SQLITE_TEXT, let p = Self.textPointer(stmt, i) else { return mismatch(storage, "date") }
             guard let days = Timestamps.parseDate(p) else { return "text is not a YYYY-MM-DD date" }
-            let start = canon.count
-            Timestamps.formatDate(days: days, into: &canon)
-            _ = canon.withUnsafeBufferPointer { buffer.writeBytes(UnsafeRawBufferPointer(UnsafeBufferPointer(rebasing: $0[start...]))) }
+            scratch.removeAll(keepingCapacity: true)
+            Timestamps.formatDate(days: days, into: &scratch)
+            buffer.writeBytes(scratch)
+            Self.appendBE(UInt32(bitPattern: Int32(truncatingIfNeeded: days - Self.postgresEpochDays)), to: &canon)
 
         case .json:
             guard storage == SQLITE_TEXT else { return mismatch(storage, "jsonb") }
@@ -194,9 +197,8 @@ struct RowEncoder {
             if let reason = Self.validateUTF8(p) { return reason }
             guard let json = JSONCanonical.canonicalize(p) else { return "text is not valid JSON" }
             if let reason = json.withUnsafeBufferPointer({ Self.appendEscaped($0, to: &buffer) }) { return reason }
-            Self.appendInt(Int64(json.count), to: &canon)
-            canon.append(UInt8(ascii: ":"))
             canon.append(contentsOf: json)
+            canon.append(0)
         }
         return nil
     }
@@ -215,18 +217,26 @@ struct RowEncoder {
         }
     }
 
-    private static let trueBytes: [UInt8] = Array("true".utf8)
-    private static let falseBytes: [UInt8] = Array("false".utf8)
+    /// PostgreSQL's binary timestamps and dates count from 2000-01-01.
+    static let postgresEpochMicros: Int64 = 946_684_800_000_000
+    static let postgresEpochDays = 10_957
 
     private mutating func appendBool(_ v: Bool, into buffer: inout ByteBuffer) {
         buffer.writeInteger(v ? UInt8(ascii: "t") : UInt8(ascii: "f"))
-        canon.append(contentsOf: v ? Self.trueBytes : Self.falseBytes)
+        canon.append(v ? 1 : 0)
     }
 
     private mutating func appendTimestamp(_ micros: Int64, into buffer: inout ByteBuffer) {
-        let start = canon.count
-        Timestamps.format(micros: micros, into: &canon)
-        _ = canon.withUnsafeBufferPointer { buffer.writeBytes(UnsafeRawBufferPointer(UnsafeBufferPointer(rebasing: $0[start...]))) }
+        scratch.removeAll(keepingCapacity: true)
+        Timestamps.format(micros: micros, into: &scratch)
+        buffer.writeBytes(scratch)
+        Self.appendBE(UInt64(bitPattern: micros - Self.postgresEpochMicros), to: &canon)
+    }
+
+    /// Appends `v` big-endian, as PostgreSQL's `int8send`/`int4send` do.
+    @inline(__always)
+    static func appendBE<T: FixedWidthInteger & UnsignedInteger>(_ v: T, to out: inout [UInt8]) {
+        withUnsafeBytes(of: v.bigEndian) { out.append(contentsOf: $0) }
     }
 
     // MARK: - Byte helpers
@@ -257,25 +267,18 @@ struct RowEncoder {
 
     private static let hexDigits: [UInt8] = Array("0123456789abcdef".utf8)
 
-    static func appendHex64(_ v: UInt64, to out: inout [UInt8]) {
-        var shift = 60
-        while shift >= 0 {
-            out.append(hexDigits[Int((v >> UInt64(shift)) & 15)])
-            shift -= 4
-        }
-    }
-
-    static func appendHex(_ raw: UnsafeRawBufferPointer, to out: inout [UInt8]) {
-        let start = out.count
-        out.append(contentsOf: repeatElement(0, count: raw.count * 2))
+    static func appendHex(_ raw: UnsafeRawBufferPointer, to buffer: inout ByteBuffer) {
+        let n = raw.count
+        guard n > 0 else { return }
         hexDigits.withUnsafeBufferPointer { hex in
-            out.withUnsafeMutableBufferPointer { dst in
-                var j = start
+            _ = buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: n * 2) { dst in
+                var j = 0
                 for b in raw {
                     dst[j] = hex[Int(b >> 4)]
                     dst[j + 1] = hex[Int(b & 15)]
                     j += 2
                 }
+                return j
             }
         }
     }

@@ -57,22 +57,26 @@ struct TableChecksum: Sendable, Equatable, Codable {
 
 /// Computes the target side of the checksum with SQL over the same canonical rendering the copier uses.
 enum Verifier {
-    /// The canonical rendering of one column in SQL (without the NULL marker).
+    /// The canonical binary rendering of one non-NULL column in SQL (see ``RowEncoder``): the binary send
+    /// functions for fixed-width types, length-prefixed bytea, NUL-terminated text (text never holds NUL).
     static func canonicalExpression(_ column: ColumnPlan) -> String {
         let q = pgQuote(column.name)
         switch column.type {
-        case .bigint, .numeric, .boolean, .timestamptz, .date: return "\(q)::text"
-        case .doublePrecision: return "encode(float8send(\(q)), 'hex')"
-        case .text: return "octet_length(\(q))::text || ':' || \(q)"
-        case .bytea: return "encode(\(q), 'hex')"
-        case .jsonb: return "octet_length(\(q)::text)::text || ':' || \(q)::text"
+        case .bigint: return "int8send(\(q))"
+        case .doublePrecision: return "float8send(\(q))"
+        case .boolean: return "boolsend(\(q))"
+        case .timestamptz: return "timestamptz_send(\(q))"
+        case .date: return "date_send(\(q))"
+        case .bytea: return "int4send(length(\(q))) || \(q)"
+        case .text: return "textsend(\(q)) || '\\x00'::bytea"
+        case .numeric, .jsonb: return "textsend(\(q)::text) || '\\x00'::bytea"
         }
     }
 
-    /// `md5(…)` of the whole row's canonical rendering.
+    /// `md5(…)` of the whole row's canonical rendering (a bytea): per column 0x00 for NULL, else 0x01 and the value.
     static func rowHashExpression(_ plan: TablePlan) -> String {
-        let parts = plan.columns.map { "coalesce(\(canonicalExpression($0)), 'N') || ','" }
-        return "md5(" + (parts.isEmpty ? "''" : parts.joined(separator: " || ")) + ")"
+        let parts = plan.columns.map { "coalesce('\\x01'::bytea || \(canonicalExpression($0)), '\\x00'::bytea)" }
+        return "md5(" + (parts.isEmpty ? "''::bytea" : parts.joined(separator: " || ")) + ")"
     }
 
     /// The target table's checksum.
