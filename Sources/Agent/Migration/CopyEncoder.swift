@@ -22,25 +22,26 @@ struct RowProblem: Sendable, Equatable {
 
 /// Turns the current row of an SQLite statement into one line of COPY text and the row's checksum input.
 ///
-/// The checksum input is the canonical binary rendering both sides agree on (see ``Verifier``): per column a
-/// 0x00 byte for NULL, else 0x01 and the value as PostgreSQL's binary send functions give it — bigint, double
-/// (IEEE bits) and timestamptz (µs since 2000-01-01) as 8 bytes big-endian, date as 4 (days since 2000-01-01),
-/// boolean as one byte 0/1, bytea as a 4-byte big-endian length and the bytes — or, for text, jsonb (as PostgreSQL
-/// prints it) and numeric (as PostgreSQL prints it), the UTF-8 bytes followed by a 0x00 byte (they never contain
-/// NUL). The rendering is prefix-free, so different rows never render alike. Its MD5 is the row hash.
+/// The row hash is what both sides agree on (see ``Verifier``): the XOR over the columns of PostgreSQL's extended
+/// hash of each value, seeded with the column's position (1, 2, …), or the seed itself for NULL. Values are hashed in
+/// their canonical form: bigint with `hashint8extended`; timestamptz as µs since 2000-01-01 UTC
+/// (`timestamp_hash_extended`, the same function); date as days since 2000-01-01 and boolean as 0/1 with
+/// `hashint4extended`; text, jsonb (as PostgreSQL prints it) and numeric (as PostgreSQL prints it) with
+/// `hashtextextended` over their UTF-8 bytes; double precision (its IEEE-754 bits) and bytea with
+/// `hashtextextended` over their lowercase hex. See ``PGHash``.
 struct RowEncoder {
     let columns: [ColumnPlan]
-    private var canon: [UInt8] = []
+    private var rowHash: UInt64 = 0
     private var scratch: [UInt8] = []
 
     init(columns: [ColumnPlan]) {
         self.columns = columns
-        canon.reserveCapacity(4096)
         scratch.reserveCapacity(256)
     }
 
     enum Outcome {
-        case row(Insecure.MD5Digest)
+        /// The row's hash (see ``Verifier``).
+        case row(UInt64)
         case problem(RowProblem)
     }
 
@@ -48,36 +49,35 @@ struct RowEncoder {
     /// On a problem the buffer is left as it was.
     mutating func encode(_ stmt: OpaquePointer, into buffer: inout ByteBuffer) -> Outcome {
         let rowStart = buffer.writerIndex
-        canon.removeAll(keepingCapacity: true)
+        rowHash = 0
         for (index, column) in columns.enumerated() {
             if index > 0 { buffer.writeInteger(UInt8(ascii: "\t")) }
-            if let reason = encodeValue(stmt, Int32(index), column.conversion, into: &buffer) {
+            if let reason = encodeValue(stmt, Int32(index), column.conversion, seed: UInt64(index + 1), into: &buffer) {
                 buffer.moveWriterIndex(to: rowStart)
                 return .problem(RowProblem(column: index, reason: reason))
             }
         }
         buffer.writeInteger(UInt8(ascii: "\n"))
-        return .row(Insecure.MD5.hash(data: canon))
+        return .row(rowHash)
     }
 
-    /// Writes one value (COPY text to `buffer`, canonical form to `canon`); returns a reason on a problem.
+    /// Writes one value (COPY text to `buffer`, its hash into `rowHash`); returns a reason on a problem.
     @inline(__always)
     private mutating func encodeValue(
-        _ stmt: OpaquePointer, _ i: Int32, _ conversion: Conversion, into buffer: inout ByteBuffer
+        _ stmt: OpaquePointer, _ i: Int32, _ conversion: Conversion, seed: UInt64, into buffer: inout ByteBuffer
     ) -> String? {
         let storage = sqlite3_column_type(stmt, i)
         if storage == SQLITE_NULL {
             buffer.writeInteger(UInt16(0x5C4E))  // "\N"
-            canon.append(0)
+            rowHash ^= seed
             return nil
         }
-        canon.append(1)
         switch conversion {
         case .integer:
             guard storage == SQLITE_INTEGER else { return mismatch(storage, "bigint") }
             let v = sqlite3_column_int64(stmt, i)
             Self.appendInt(v, to: &buffer)
-            Self.appendBE(UInt64(bitPattern: v), to: &canon)
+            rowHash ^= PGHash.int64(v, seed: seed)
 
         case .double:
             let d: Double
@@ -92,7 +92,14 @@ struct RowEncoder {
             }
             let text = d.isNaN ? "NaN" : d.isInfinite ? (d < 0 ? "-Infinity" : "Infinity") : d.description
             buffer.writeString(text)
-            Self.appendBE(d.bitPattern, to: &canon)
+            rowHash ^= withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 16) { hex in
+                var bits = d.bitPattern
+                for k in stride(from: 15, through: 0, by: -1) {
+                    hex[k] = Self.hexDigits[Int(bits & 15)]
+                    bits >>= 4
+                }
+                return PGHash.bytes(UnsafeBufferPointer(hex), seed: seed)
+            }
 
         case .numeric:
             let normal: [UInt8]?
@@ -113,15 +120,13 @@ struct RowEncoder {
             }
             guard let normal else { return "value is not a decimal number" }
             buffer.writeBytes(normal)
-            canon.append(contentsOf: normal)
-            canon.append(0)
+            rowHash ^= normal.withUnsafeBufferPointer { PGHash.bytes($0, seed: seed) }
 
         case .text:
             guard storage == SQLITE_TEXT else { return mismatch(storage, "text") }
             let p = Self.textPointer(stmt, i) ?? UnsafeBufferPointer(start: nil, count: 0)
             if let reason = Self.appendEscaped(p, to: &buffer) { return reason }
-            canon.append(contentsOf: p)
-            canon.append(0)
+            rowHash ^= PGHash.bytes(p, seed: seed)
 
         case .bytea:
             guard storage == SQLITE_BLOB else { return mismatch(storage, "bytea") }
@@ -130,23 +135,25 @@ struct RowEncoder {
             buffer.writeInteger(UInt8(ascii: "\\"))
             buffer.writeInteger(UInt8(ascii: "\\"))
             buffer.writeInteger(UInt8(ascii: "x"))
+            let hexStart = buffer.writerIndex - buffer.readerIndex
             Self.appendHex(raw, to: &buffer)
-            Self.appendBE(UInt32(n), to: &canon)
-            canon.append(contentsOf: raw)
+            rowHash ^= buffer.withUnsafeReadableBytes { all in
+                PGHash.bytes(UnsafeRawBufferPointer(rebasing: all[hexStart...]), seed: seed)
+            }
 
         case .boolFromInteger:
             guard storage == SQLITE_INTEGER else { return mismatch(storage, "boolean (from 0/1)") }
             let v = sqlite3_column_int64(stmt, i)
             guard v == 0 || v == 1 else { return "integer \(v) is not a boolean 0/1" }
-            appendBool(v == 1, into: &buffer)
+            appendBool(v == 1, seed: seed, into: &buffer)
 
         case .boolFromText:
             guard storage == SQLITE_TEXT, let p = Self.textPointer(stmt, i) else {
                 return mismatch(storage, "boolean (from t/f)")
             }
             switch String(decoding: p, as: UTF8.self).lowercased() {
-            case "t", "true": appendBool(true, into: &buffer)
-            case "f", "false": appendBool(false, into: &buffer)
+            case "t", "true": appendBool(true, seed: seed, into: &buffer)
+            case "f", "false": appendBool(false, seed: seed, into: &buffer)
             default: return "text is not a boolean t/f/true/false"
             }
 
@@ -157,7 +164,7 @@ struct RowEncoder {
             guard let micros = Timestamps.parseISO(p, defaultOffset: offset) else {
                 return "text is not an ISO-8601 timestamp"
             }
-            appendTimestamp(micros, into: &buffer)
+            appendTimestamp(micros, seed: seed, into: &buffer)
 
         case .timestampUnixSeconds:
             let micros: Int64
@@ -173,7 +180,7 @@ struct RowEncoder {
                 return mismatch(storage, "timestamptz (from unix seconds)")
             }
             guard micros >= Timestamps.minMicros, micros <= Timestamps.maxMicros else { return "unix time out of range" }
-            appendTimestamp(micros, into: &buffer)
+            appendTimestamp(micros, seed: seed, into: &buffer)
 
         case .timestampUnixMillis:
             guard storage == SQLITE_INTEGER else { return mismatch(storage, "timestamptz (from unix milliseconds)") }
@@ -181,7 +188,7 @@ struct RowEncoder {
             guard !o, micros >= Timestamps.minMicros, micros <= Timestamps.maxMicros else {
                 return "unix time out of range"
             }
-            appendTimestamp(micros, into: &buffer)
+            appendTimestamp(micros, seed: seed, into: &buffer)
 
         case .date:
             guard storage == SQLITE_TEXT, let p = Self.textPointer(stmt, i) else { return mismatch(storage, "date") }
@@ -189,7 +196,7 @@ struct RowEncoder {
             scratch.removeAll(keepingCapacity: true)
             Timestamps.formatDate(days: days, into: &scratch)
             buffer.writeBytes(scratch)
-            Self.appendBE(UInt32(bitPattern: Int32(truncatingIfNeeded: days - Self.postgresEpochDays)), to: &canon)
+            rowHash ^= PGHash.uint32(UInt32(bitPattern: Int32(truncatingIfNeeded: days - Self.postgresEpochDays)), seed: seed)
 
         case .json:
             guard storage == SQLITE_TEXT else { return mismatch(storage, "jsonb") }
@@ -197,8 +204,7 @@ struct RowEncoder {
             if let reason = Self.validateUTF8(p) { return reason }
             guard let json = JSONCanonical.canonicalize(p) else { return "text is not valid JSON" }
             if let reason = json.withUnsafeBufferPointer({ Self.appendEscaped($0, to: &buffer) }) { return reason }
-            canon.append(contentsOf: json)
-            canon.append(0)
+            rowHash ^= json.withUnsafeBufferPointer { PGHash.bytes($0, seed: seed) }
         }
         return nil
     }
@@ -221,22 +227,16 @@ struct RowEncoder {
     static let postgresEpochMicros: Int64 = 946_684_800_000_000
     static let postgresEpochDays = 10_957
 
-    private mutating func appendBool(_ v: Bool, into buffer: inout ByteBuffer) {
+    private mutating func appendBool(_ v: Bool, seed: UInt64, into buffer: inout ByteBuffer) {
         buffer.writeInteger(v ? UInt8(ascii: "t") : UInt8(ascii: "f"))
-        canon.append(v ? 1 : 0)
+        rowHash ^= PGHash.uint32(v ? 1 : 0, seed: seed)
     }
 
-    private mutating func appendTimestamp(_ micros: Int64, into buffer: inout ByteBuffer) {
+    private mutating func appendTimestamp(_ micros: Int64, seed: UInt64, into buffer: inout ByteBuffer) {
         scratch.removeAll(keepingCapacity: true)
         Timestamps.format(micros: micros, into: &scratch)
         buffer.writeBytes(scratch)
-        Self.appendBE(UInt64(bitPattern: micros - Self.postgresEpochMicros), to: &canon)
-    }
-
-    /// Appends `v` big-endian, as PostgreSQL's `int8send`/`int4send` do.
-    @inline(__always)
-    static func appendBE<T: FixedWidthInteger & UnsignedInteger>(_ v: T, to out: inout [UInt8]) {
-        withUnsafeBytes(of: v.bigEndian) { out.append(contentsOf: $0) }
+        rowHash ^= PGHash.int64(micros - Self.postgresEpochMicros, seed: seed)
     }
 
     // MARK: - Byte helpers

@@ -201,8 +201,8 @@ final class BatchReader: @unchecked Sendable {
             }
             result.rowsRead += 1
             switch encoder.encode(handle, into: &buffer) {
-            case .row(let digest):
-                result.checksum.add(digest)
+            case .row(let hash):
+                result.checksum.add(hash)
             case .problem(let problem):
                 result.errorCount += 1
                 if result.errorRows.count < TableCopier.maxErrorRowsKept {

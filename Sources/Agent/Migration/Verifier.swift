@@ -7,32 +7,21 @@ import Shared
 
 /// A table's content checksum: row count and the sum of 60-bit row hashes.
 ///
-/// Each row hash is the first 60 bits of the MD5 of the row's canonical rendering (see ``RowEncoder``). The sum
-/// is order-independent, so it needs no sort on either side; since the key is part of every row it identifies
-/// the same set of rows as a comparison in primary-key order, and for tables without a key it is the multiset of
-/// full rows. On a mismatch ``Verifier/firstDifference`` walks both sides in key order to name the first key.
+/// Each row hash is the XOR of PostgreSQL's extended hashes of the row's values (see ``RowEncoder``); the table sums
+/// its low 60 bits. The sum is order-independent, so it needs no sort on either side; since the key is part of every
+/// row it identifies the same set of rows as a comparison in primary-key order, and for tables without a key it is
+/// the multiset of full rows. On a mismatch ``Verifier/firstDifference`` walks both sides in key order to name the
+/// first key.
 struct TableChecksum: Sendable, Equatable, Codable {
     var rows: Int64
     var sum: UInt128
 
     static let zero = TableChecksum(rows: 0, sum: 0)
+    static let mask60: UInt64 = (1 << 60) - 1
 
-    mutating func add(_ digest: Insecure.MD5Digest) {
+    mutating func add(_ rowHash: UInt64) {
         rows += 1
-        sum += UInt128(Self.hash60(digest))
-    }
-
-    /// The first 15 hex digits of the MD5, as PostgreSQL's `('x'||substr(md5(…),1,15))::bit(60)::bigint`.
-    static func hash60(_ digest: Insecure.MD5Digest) -> UInt64 {
-        digest.withUnsafeBytes { b in
-            var v: UInt64 = 0
-            for k in 0..<7 { v = v << 8 | UInt64(b[k]) }
-            return v << 4 | UInt64(b[7] >> 4)
-        }
-    }
-
-    static func hex(_ digest: Insecure.MD5Digest) -> String {
-        digest.map { String($0, radix: 16).count == 1 ? "0" + String($0, radix: 16) : String($0, radix: 16) }.joined()
+        sum += UInt128(rowHash & Self.mask60)
     }
 
     enum CodingKeys: String, CodingKey { case rows, sum }
@@ -57,33 +46,34 @@ struct TableChecksum: Sendable, Equatable, Codable {
 
 /// Computes the target side of the checksum with SQL over the same canonical rendering the copier uses.
 enum Verifier {
-    /// The canonical binary rendering of one non-NULL column in SQL (see ``RowEncoder``): the binary send
-    /// functions for fixed-width types, length-prefixed bytea, NUL-terminated text (text never holds NUL).
-    static func canonicalExpression(_ column: ColumnPlan) -> String {
+    /// The hash of one column's value in SQL (see ``RowEncoder``), seeded with its position; the seed for NULL.
+    static func columnHashExpression(_ column: ColumnPlan, seed: Int) -> String {
         let q = pgQuote(column.name)
+        let h: String
         switch column.type {
-        case .bigint: return "int8send(\(q))"
-        case .doublePrecision: return "float8send(\(q))"
-        case .boolean: return "boolsend(\(q))"
-        case .timestamptz: return "timestamptz_send(\(q))"
-        case .date: return "date_send(\(q))"
-        case .bytea: return "int4send(length(\(q))) || \(q)"
-        case .text: return "textsend(\(q)) || '\\x00'::bytea"
-        case .numeric, .jsonb: return "textsend(\(q)::text) || '\\x00'::bytea"
+        case .bigint: h = "hashint8extended(\(q), \(seed))"
+        case .timestamptz: h = "timestamp_hash_extended(\(q) AT TIME ZONE 'UTC', \(seed))"
+        case .date: h = "hashint4extended(\(q) - DATE '2000-01-01', \(seed))"
+        case .boolean: h = "hashint4extended(\(q)::int4, \(seed))"
+        case .text: h = "hashtextextended(\(q) COLLATE \"C\", \(seed))"
+        case .numeric, .jsonb: h = "hashtextextended(\(q)::text COLLATE \"C\", \(seed))"
+        case .doublePrecision: h = "hashtextextended(encode(float8send(\(q)), 'hex'), \(seed))"
+        case .bytea: h = "hashtextextended(encode(\(q), 'hex'), \(seed))"
         }
+        return "coalesce(\(h), \(seed))"
     }
 
-    /// `md5(…)` of the whole row's canonical rendering (a bytea): per column 0x00 for NULL, else 0x01 and the value.
+    /// The row hash (a bigint): the XOR of the column hashes.
     static func rowHashExpression(_ plan: TablePlan) -> String {
-        let parts = plan.columns.map { "coalesce('\\x01'::bytea || \(canonicalExpression($0)), '\\x00'::bytea)" }
-        return "md5(" + (parts.isEmpty ? "''::bytea" : parts.joined(separator: " || ")) + ")"
+        let parts = plan.columns.enumerated().map { columnHashExpression($1, seed: $0 + 1) }
+        return "(" + (parts.isEmpty ? "0::int8" : parts.joined(separator: " # ")) + ")"
     }
 
     /// The target table's checksum.
     static func targetChecksum(_ plan: TablePlan, connection: PostgresConnection, logger: Logger) async throws
         -> TableChecksum
     {
-        let sql = "SELECT count(*)::text, coalesce(sum(('x' || substr(\(rowHashExpression(plan)), 1, 15))::bit(60)::bigint), 0)::text FROM \(plan.qualified)"
+        let sql = "SELECT count(*)::text, coalesce(sum(\(rowHashExpression(plan)) & \(TableChecksum.mask60)), 0)::text FROM \(plan.qualified)"
         let rows = try await connection.strings(sql, logger: logger)
         guard let r = rows.first, let c = r[0].flatMap({ Int64($0) }), let s = r[1].flatMap({ UInt128($0) }) else {
             throw MusterError(.internal, "unexpected checksum result for \(plan.qualified)")
@@ -109,7 +99,7 @@ enum Verifier {
             return pgQuote(name) + collate + " NULLS FIRST"
         }.joined(separator: ", ")
         let keyExprs = plan.orderColumns.map { "coalesce(\(pgQuote($0))::text, 'NULL')" }.joined(separator: " || ', ' || ")
-        let sql = "SELECT \(keyExprs), \(rowHashExpression(plan)) FROM \(plan.qualified) ORDER BY \(pgOrder)"
+        let sql = "SELECT \(keyExprs), \(rowHashExpression(plan))::text FROM \(plan.qualified) ORDER BY \(pgOrder)"
         var targetRows = try await connection.query(PostgresQuery(unsafeSQL: sql), logger: logger).makeAsyncIterator()
 
         func sourceKey() -> String {
@@ -130,8 +120,8 @@ enum Verifier {
             var key = ""
             while try stmt.step() {
                 scratch.clear()
-                if case .row(let digest) = encoder.encode(stmt.handle, into: &scratch) {
-                    sourceHash = TableChecksum.hex(digest)
+                if case .row(let hash) = encoder.encode(stmt.handle, into: &scratch) {
+                    sourceHash = String(Int64(bitPattern: hash))
                     key = sourceKey()
                     break
                 }

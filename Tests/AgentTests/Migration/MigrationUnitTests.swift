@@ -96,6 +96,21 @@ extension MigrationTests {
             }
         }
 
+        /// Values from PostgreSQL 15: `SELECT hashtextextended('', 0), hashtextextended('a', 0),
+        /// hashtextextended('abcdefghijklm', 7), hashtextextended('abcdefghijkl', 1234567890123),
+        /// hashint8extended(-5, 3), hashint8extended(123456789012, 0)`.
+        @Test func hashesMatchPostgres() {
+            func text(_ s: String, _ seed: Int64) -> Int64 {
+                Int64(bitPattern: Array(s.utf8).withUnsafeBufferPointer { PGHash.bytes($0, seed: UInt64(bitPattern: seed)) })
+            }
+            #expect(text("", 0) == -6_939_563_903_564_495_251)
+            #expect(text("a", 0) == 3_591_986_179_850_072_241)
+            #expect(text("abcdefghijklm", 7) == 1_223_120_994_160_335_261)
+            #expect(text("abcdefghijkl", 1_234_567_890_123) == -3_980_814_378_139_526_906)
+            #expect(Int64(bitPattern: PGHash.int64(-5, seed: 3)) == 4_566_310_048_417_840_633)
+            #expect(Int64(bitPattern: PGHash.int64(123_456_789_012, seed: 0)) == 5_990_271_995_538_752_477)
+        }
+
         @Test func postgresURLParsing() throws {
             let t = try PostgresTarget(url: "postgres://me:p%40ss@db.example:6543/app?sslmode=disable")
             #expect(t.user == "me" && t.password == "p@ss" && t.host == "db.example" && t.port == 6543 && t.database == "app")
