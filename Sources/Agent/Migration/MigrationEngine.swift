@@ -217,22 +217,21 @@ struct MigrationEngine: Sendable {
                 report.tables[i].firstDifference = outcome.firstDifference
                 report.errorRows += result.errorRows
             }
-            try await withThrowingTaskGroup(of: (Int, MigrationReport.Table).self) { group in
-                var pending = Array(plans.enumerated()).filter { results[$0.element.name] != nil }.makeIterator()
-                let snapshotOfTables = report.tables
-                func addNext() {
-                    guard let (i, plan) = pending.next() else { return }
-                    let entry = snapshotOfTables[i]
-                    let fileSHA = sha[plan.sourcePath] ?? ""
-                    group.addTask {
-                        (i, try await finishVerification(plan, entry: entry, sha: fileSHA, target: target))
+            // The verdict per table; marks go over the main connection (the sequence was set and checked by the
+            // table's own finishing task).
+            for (i, plan) in plans.enumerated() {
+                guard let outcome = results[plan.name] else { continue }
+                var ok = report.tables[i].targetChecksum == report.tables[i].sourceChecksum
+                if let seq = outcome.sequence {
+                    report.tables[i].sequence = seq.description
+                    if !seq.ok {
+                        ok = false
+                        report.tables[i].firstDifference =
+                            report.tables[i].firstDifference ?? "sequence position differs: \(seq.description)"
                     }
                 }
-                for _ in 0..<jobs { addNext() }
-                while let (i, entry) = try await group.next() {
-                    report.tables[i] = entry
-                    addNext()
-                }
+                report.tables[i].verified = ok
+                if ok { try await mark(plan, "verified", sha: sha[plan.sourcePath] ?? "", connection: main) }
             }
         } catch let e as MusterError { throw e } catch { throw connectionLost(error, during: "verifying") }
 
@@ -360,9 +359,11 @@ struct MigrationEngine: Sendable {
                 difference = try await Verifier.firstDifference(
                     plan, readPath: unit.readPath, connection: connection, logger: logger)
             }
+            let sequence = try await checkSequence(plan, connection: connection)
             try await connection.close()
             return CopyOutcome(
-                name: plan.name, result: result, seconds: seconds, targetChecksum: checksum, firstDifference: difference)
+                name: plan.name, result: result, seconds: seconds, targetChecksum: checksum, firstDifference: difference,
+                sequence: sequence)
         } catch {
             try? await connection.close()
             throw describeCopyError(error, plan: plan)
@@ -383,31 +384,8 @@ struct MigrationEngine: Sendable {
         var seconds: Double
         var targetChecksum: TableChecksum
         var firstDifference: String?
-    }
-
-    /// Compares the checksums, sets and checks the identity sequence, and marks the table verified.
-    private func finishVerification(
-        _ plan: TablePlan, entry: MigrationReport.Table, sha: String, target: PostgresTarget
-    ) async throws -> MigrationReport.Table {
-        var entry = entry
-        let connection = try await target.connect(logger: logger)
-        do {
-            var ok = entry.targetChecksum == entry.sourceChecksum
-            if let seq = try await checkSequence(plan, connection: connection) {
-                entry.sequence = seq.description
-                if !seq.ok {
-                    ok = false
-                    entry.firstDifference = entry.firstDifference ?? "sequence position differs: \(seq.description)"
-                }
-            }
-            entry.verified = ok
-            if ok { try await mark(plan, "verified", sha: sha, connection: connection) }
-            try await connection.close()
-            return entry
-        } catch {
-            try? await connection.close()
-            throw error
-        }
+        /// The identity sequence, set and checked right after the load (`nil` without an identity column).
+        var sequence: (ok: Bool, description: String)?
     }
 
     /// Sets the identity sequence to the highest id (or SQLite's AUTOINCREMENT counter if higher) and checks it.
