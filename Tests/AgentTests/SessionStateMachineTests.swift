@@ -161,4 +161,25 @@ struct SessionStateMachineTests {
             _ = healthy.received(.heartbeatAck(HeartbeatAck(heartbeatInterval: .seconds(10))), now: Self.t0)
         }
     }
+
+    @Test func taskMessagesInAnEstablishedSession() {
+        var sm = machine()
+        let task = UUID()
+        let assign = AssignTask(taskID: task, kind: "checkHealth", spec: .emptyObject, attempt: 1)
+        _ = sm.start()
+        #expect(
+            sm.connected(finishedTaskIDs: [task])
+                == .sendHello(Hello(nodeID: Self.node, agentVersion: "0.1.0", finishedTaskIDs: [task])))
+        // Before welcome an assignment is a protocol violation: reconnect.
+        var early = sm
+        guard case .reconnect = early.received(.assignTask(assign), now: Self.t0) else {
+            Issue.record("an assignTask before welcome must drop the connection")
+            return
+        }
+        _ = sm.received(welcome(), now: Self.t0)
+        #expect(sm.received(.assignTask(assign), now: Self.t0) == .runTask(assign))
+        #expect(sm.received(.cancelTask(CancelTask(taskID: task)), now: Self.t0) == .cancelTask(task))
+        #expect(sm.received(.taskResultAck(TaskResultAck(taskID: task)), now: Self.t0) == .acknowledgeResult(task))
+        #expect(sm.state == .established)
+    }
 }

@@ -163,6 +163,38 @@ struct TaskTests {
         }
     }
 
+    @Test func cancellingARunningTaskStopsItOnTheNode() async throws {
+        try await ChannelFixture.with { fx in
+            let (identity, stateDirectory) = try await fx.join(try await fx.token())
+            try await StallingHTTPServer.with { server in
+                try await Self.withAgent(fx, stateDirectory: stateDirectory) { _, runner in
+                    let created = try await fx.tasks.create(
+                        nodeID: identity.nodeID, kind: .checkHealth,
+                        spec: try JSONValue(
+                            encoding: CheckHealth.Spec(
+                                http: ["http://127.0.0.1:\(server.port)/"], timeoutMilliseconds: 60000)),
+                        now: fx.clock.now, actor: "test")
+                    await fx.dispatcher.dispatch(nodeID: identity.nodeID)
+                    _ = try await Self.waitForState(fx, created.id, [.running], "the task runs")
+                    try await ChannelFixture.eventually("the probe reached the server") { server.connections >= 1 }
+
+                    let cancelled = try await fx.dispatcher.cancel(taskID: created.id, actor: "test")
+                    #expect(cancelled.state == .cancelled)
+                    // The agent stops the handler, journals the cancellation and the coordinator acknowledges it
+                    // without changing the task.
+                    try await ChannelFixture.eventually("the agent stopped the task") {
+                        runner.journal.result(of: created.id) != nil && runner.journal.unacknowledged.isEmpty
+                    }
+                    #expect(runner.journal.result(of: created.id)?.error?.code == MusterError.Code.cancelled.wireName)
+                    #expect(try await fx.tasks.show(id: created.id).state == .cancelled)
+                    await #expect {
+                        _ = try await fx.dispatcher.cancel(taskID: created.id, actor: "test")
+                    } throws: { ($0 as? MusterError)?.code == .conflict }
+                }
+            }
+        }
+    }
+
     @Test func resultsFinishedWhileDisconnectedAreReportedOnReconnect() async throws {
         try await ChannelFixture.with { fx in
             let (identity, stateDirectory) = try await fx.join(try await fx.token())
