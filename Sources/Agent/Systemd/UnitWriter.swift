@@ -1,3 +1,4 @@
+import Foundation
 import Shared
 
 #if canImport(Glibc)
