@@ -61,7 +61,8 @@ struct TaskStoreTests {
                 leaseDuration: .seconds(10), backoffBase: .seconds(5), backoffCap: .seconds(60))
             let store = TaskStore(database: database, policy: policy, logger: TestDatabase.logger)
             let node = try await Self.node(database)
-            let t0 = Date()
+            // Whole seconds: timestamptz keeps microseconds, so sums of sub-microsecond Dates may round apart.
+            let t0 = Date(timeIntervalSince1970: Date().timeIntervalSince1970.rounded(.down))
             let task = try await store.create(nodeID: node, kind: .checkHealth, maxAttempts: 2, now: t0, actor: "test")
 
             #expect(try await store.claim(nodeID: node, owner: "a/1", now: t0).map(\.id) == [task.id])
