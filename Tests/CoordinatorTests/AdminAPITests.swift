@@ -38,7 +38,7 @@ struct AdminAPITests {
             }
 
             // Nodes: one joins through the store (as the listener would), then list / show / forget.
-            let database = Database(configuration: try Database.Configuration(url: url), logger: TestDatabase.logger)
+            let database = Database(configuration: try Database.Configuration(url: url), queryTimeout: .seconds(60), logger: TestDatabase.logger)
             let node1 = try await withThrowingTaskGroup(of: NodeRecord?.self) { group in
                 group.addTask { await database.client.run(); return nil }
                 defer { group.cancelAll() }

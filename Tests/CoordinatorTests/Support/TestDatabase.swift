@@ -21,7 +21,7 @@ enum TestDatabase {
     ) async throws -> T {
         let (name, url) = try PostgresHarness.makeDatabase(prefix: "coord")
         defer { PostgresHarness.dropDatabase(name) }
-        let database = Database(configuration: try Database.Configuration(url: url), logger: logger)
+        let database = Database(configuration: try Database.Configuration(url: url), queryTimeout: .seconds(60), logger: logger)
         return try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { await database.client.run() }
             defer { group.cancelAll() }

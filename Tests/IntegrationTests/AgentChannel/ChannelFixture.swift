@@ -60,7 +60,7 @@ struct ChannelFixture: Sendable {
         let logger = Self.logger
         let authority = try CertificateAuthority.loadOrCreate(
             directory: "\(directory)/pki", serverNames: [], serverAddresses: ["127.0.0.1"], logger: logger)
-        let database = Database(configuration: try Database.Configuration(url: url), logger: logger)
+        let database = Database(configuration: try Database.Configuration(url: url), queryTimeout: .seconds(60), logger: logger)
         var configuration = AgentListener.Configuration(
             host: "127.0.0.1", port: 0, maxFrameBytes: 64 << 10, minimumHeartbeatInterval: .milliseconds(200))
         configure(&configuration)
