@@ -1,11 +1,12 @@
-#if canImport(Glibc)
-    import Glibc
-#endif
 import Logging
 import Shared
 import Subprocess
 import Synchronization
 import SystemPackage
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// Runs one rsync process, streaming its stdout (progress records, `--stats`) and stderr (per-file problems)
 /// in two child tasks, and reports progress through a throttled callback.

@@ -1,3 +1,6 @@
+import Dispatch
+import Synchronization
+
 #if canImport(Glibc)
     import Glibc
 #endif
@@ -5,8 +8,6 @@
     // Whole-module builds resolve `struct stat`'s members to CoreFoundation's copy (see TreeWalker.swift).
     import CoreFoundation
 #endif
-import Dispatch
-import Synchronization
 
 /// Measures a source tree for the free-space precheck, fast: several threads share a queue of directories,
 /// `d_type` spares an `fstatat` for everything but regular files, and paths are built only when excludes
