@@ -1,8 +1,3 @@
-#if canImport(CoreFoundation)
-    // With MemberImportVisibility, members of glibc structs (stat, dirent, sockaddr, passwd, statvfs) may resolve to
-    // CoreFoundation's copy of the headers depending on build order, so that module is imported explicitly.
-    import CoreFoundation
-#endif
 import Foundation
 import Shared
 

@@ -4,10 +4,6 @@ import Synchronization
 #if canImport(Glibc)
     import Glibc
 #endif
-#if canImport(CoreFoundation)
-    // Whole-module builds resolve `struct stat`'s members to CoreFoundation's copy (see TreeWalker.swift).
-    import CoreFoundation
-#endif
 
 /// Measures a source tree for the free-space precheck, fast: several threads share a queue of directories,
 /// `d_type` spares an `fstatat` for everything but regular files, and paths are built only when excludes

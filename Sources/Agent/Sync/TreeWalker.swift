@@ -1,11 +1,5 @@
 #if canImport(Glibc)
-    // No Foundation here. With MemberImportVisibility and whole-module optimisation, `struct stat` and its members
-    // resolve to CoreFoundation's copy of the glibc headers (another file of the module imports Foundation), so
-    // that module is imported explicitly (see also Shared/Modules/FileStatus.swift).
     import Glibc
-#endif
-#if canImport(CoreFoundation)
-    import CoreFoundation
 #endif
 
 /// One entry below a walked root. Paths are raw bytes: names may hold newlines or bytes that are not UTF-8.

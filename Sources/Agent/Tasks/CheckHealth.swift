@@ -149,34 +149,28 @@ public struct CheckHealth: TaskHandler {
         let request =
             "GET \(path)\(query) HTTP/1.0\r\nHost: \(host):\(port)\r\nUser-Agent: muster-agent/\(MusterVersion.current)\r\nConnection: close\r\n\r\n"
         do {
-            let status = try await withThrowingTaskGroup(of: Int?.self) { group in
-                group.addTask {
-                    let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-                        .connectTimeout(.milliseconds(Int64(timeout.wireMilliseconds)))
-                        .connect(host: host, port: port) { channel in
-                            channel.eventLoop.makeCompletedFuture {
-                                try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel)
-                            }
+            let status = try await withDeadline(
+                timeout, onTimeout: { MusterError(.timeout, "no answer within \(timeout)") }
+            ) {
+                let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+                    .connectTimeout(.milliseconds(Int64(timeout.wireMilliseconds)))
+                    .connect(host: host, port: port) { channel in
+                        channel.eventLoop.makeCompletedFuture {
+                            try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel)
                         }
-                    return try await channel.executeThenClose { inbound, outbound in
-                        try await outbound.write(ByteBuffer(string: request))
-                        var head = ""
-                        for try await chunk in inbound {
-                            head += String(buffer: chunk)
-                            if let end = head.range(of: "\r\n") {
-                                return parseStatus(String(head[..<end.lowerBound]))
-                            }
-                            if head.count > 8192 { break }
-                        }
-                        return parseStatus(head)
                     }
+                return try await channel.executeThenClose { inbound, outbound in
+                    try await outbound.write(ByteBuffer(string: request))
+                    var head = ""
+                    for try await chunk in inbound {
+                        head += String(buffer: chunk)
+                        if let end = head.range(of: "\r\n") {
+                            return parseStatus(String(head[..<end.lowerBound]))
+                        }
+                        if head.count > 8192 { break }
+                    }
+                    return parseStatus(head)
                 }
-                group.addTask {
-                    try await Task.sleep(for: timeout)
-                    throw MusterError(.timeout, "no answer within \(timeout)")
-                }
-                defer { group.cancelAll() }
-                return try await group.next() ?? nil
             }
             guard let status else { return done(false, "not an HTTP answer") }
             return done((200..<400).contains(status), "HTTP \(status)")

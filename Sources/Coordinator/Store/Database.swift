@@ -163,21 +163,14 @@ public struct Database: Sendable {
         let timeout = queryTimeout
         let redacted = configuration.redacted
         do {
-            return try await withThrowingTaskGroup(of: Result?.self) { group in
-                group.addTask { try await body() }
-                group.addTask {
-                    try await Task.sleep(for: timeout)
-                    return nil
-                }
-                defer { group.cancelAll() }
-                guard let first = try await group.next(), let result = first else {
-                    throw MusterError(
+            return try await withDeadline(
+                timeout,
+                onTimeout: {
+                    MusterError(
                         .databaseUnavailable,
                         "PostgreSQL (\(redacted)) did not answer within \(timeout) while trying to \(operation)",
                         hint: "check that the database server is running and reachable; Muster retries on its own")
-                }
-                return result
-            }
+                }, body)
         } catch {
             throw Self.map(error, operation: operation, redacted: redacted)
         }

@@ -1,11 +1,4 @@
-#if canImport(CoreFoundation)
-    // With MemberImportVisibility, members of glibc structs (stat, dirent, sockaddr, passwd, statvfs) may resolve to
-    // CoreFoundation's copy of the headers depending on build order, so that module is imported explicitly.
-    import CoreFoundation
-#endif
 #if canImport(Glibc)
-    // Glibc only, no Foundation: with MemberImportVisibility, `struct stat`'s members seen through Foundation
-    // resolve to CoreFoundation/CDispatch's copies of the glibc headers and would need those imports.
     import Glibc
 #endif
 

@@ -48,7 +48,9 @@ public struct AdminClient: Sendable {
             return MusterError(MusterError.Code(wireName: body.code), body.message, hint: body.hint)
         }
         return MusterError(
-            .internal, "the coordinator answered HTTP \(response.status): \(String(decoding: response.body.prefix(300), as: UTF8.self))")
+            .internal,
+            "the coordinator answered HTTP \(response.status): \(String(decoding: response.body.prefix(300), as: UTF8.self))"
+        )
     }
 
     /// Sends one request and collects the whole response.
@@ -61,7 +63,8 @@ public struct AdminClient: Sendable {
             let read = { (file: String) throws -> String in
                 guard let data = FileManager.default.contents(atPath: file) else {
                     throw MusterError(
-                        .connectionFailed, "cannot read \(file)", hint: "run the CLI as a user who can read the state directory")
+                        .connectionFailed, "cannot read \(file)",
+                        hint: "run the CLI as a user who can read the state directory")
                 }
                 return String(decoding: data, as: UTF8.self)
             }
@@ -87,57 +90,53 @@ public struct AdminClient: Sendable {
         ])
         let timeout = self.timeout
         do {
-            return try await withThrowingTaskGroup(of: Response?.self) { group in
-                group.addTask {
-                    let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-                        .connectTimeout(.seconds(5))
-                        .connect(host: host, port: address.port) { channel in
-                            channel.eventLoop.makeCompletedFuture {
-                                let handler = try NIOSSLClientHandler(context: tls, serverHostname: serverName)
-                                try channel.pipeline.syncOperations.addHandler(handler)
-                                try channel.pipeline.syncOperations.addHTTPClientHandlers()
-                                return try NIOAsyncChannel<HTTPClientResponsePart, HTTPClientRequestPart>(
-                                    wrappingChannelSynchronously: channel)
-                            }
+            let adminAddress = configuration.adminAddress
+            return try await withDeadline(
+                timeout,
+                onTimeout: {
+                    MusterError(.timeout, "the coordinator at \(adminAddress) did not answer within \(timeout)")
+                }
+            ) {
+                let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+                    .connectTimeout(.seconds(5))
+                    .connect(host: host, port: address.port) { channel in
+                        channel.eventLoop.makeCompletedFuture {
+                            let handler = try NIOSSLClientHandler(context: tls, serverHostname: serverName)
+                            try channel.pipeline.syncOperations.addHandler(handler)
+                            try channel.pipeline.syncOperations.addHTTPClientHandlers()
+                            return try NIOAsyncChannel<HTTPClientResponsePart, HTTPClientRequestPart>(
+                                wrappingChannelSynchronously: channel)
                         }
-                    return try await channel.executeThenClose { inbound, outbound in
-                        try await outbound.write(
-                            .head(HTTPRequestHead(version: .http1_1, method: method, uri: path, headers: headers)))
-                        if let body { try await outbound.write(.body(.byteBuffer(ByteBuffer(bytes: body)))) }
-                        try await outbound.write(.end(nil))
-                        var status = 0
-                        var responseHeaders: [(String, String)] = []
-                        var collected = ByteBuffer()
-                        for try await part in inbound {
-                            switch part {
-                            case .head(let head):
-                                status = Int(head.status.code)
-                                responseHeaders = head.headers.map { ($0.name, $0.value) }
-                            case .body(var chunk):
-                                collected.writeBuffer(&chunk)
-                            case .end:
-                                return Response(
-                                    status: status, headers: responseHeaders, body: Data(collected.readableBytesView))
-                            }
-                        }
-                        throw MusterError(.connectionFailed, "the coordinator closed the connection mid-answer")
                     }
+                return try await channel.executeThenClose { inbound, outbound in
+                    try await outbound.write(
+                        .head(HTTPRequestHead(version: .http1_1, method: method, uri: path, headers: headers)))
+                    if let body { try await outbound.write(.body(.byteBuffer(ByteBuffer(bytes: body)))) }
+                    try await outbound.write(.end(nil))
+                    var status = 0
+                    var responseHeaders: [(String, String)] = []
+                    var collected = ByteBuffer()
+                    for try await part in inbound {
+                        switch part {
+                        case .head(let head):
+                            status = Int(head.status.code)
+                            responseHeaders = head.headers.map { ($0.name, $0.value) }
+                        case .body(var chunk):
+                            collected.writeBuffer(&chunk)
+                        case .end:
+                            return Response(
+                                status: status, headers: responseHeaders, body: Data(collected.readableBytesView))
+                        }
+                    }
+                    throw MusterError(.connectionFailed, "the coordinator closed the connection mid-answer")
                 }
-                group.addTask {
-                    try await Task.sleep(for: timeout)
-                    return nil
-                }
-                defer { group.cancelAll() }
-                guard let first = try await group.next(), let response = first else {
-                    throw MusterError(.timeout, "the coordinator at \(configuration.adminAddress) did not answer within \(timeout)")
-                }
-                return response
             }
         } catch let error as MusterError {
             throw error
         } catch {
             throw MusterError(
-                .connectionFailed, "cannot reach the coordinator's admin API at \(configuration.adminAddress): \(error)",
+                .connectionFailed,
+                "cannot reach the coordinator's admin API at \(configuration.adminAddress): \(error)",
                 hint: "is `muster serve` running? The address comes from admin.json in the state directory")
         }
     }
