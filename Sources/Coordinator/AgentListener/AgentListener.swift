@@ -142,17 +142,11 @@ public final class AgentListener: Service {
         for waiter in waiters { waiter.resume(returning: port) }
         logger.info("agent listener ready", metadata: ["host": "\(configuration.host)", "port": "\(port)"])
 
-        // Graceful shutdown cancels the accept loop and, through the task group, every connection task;
-        // executeThenClose then closes the sockets.
+        // Graceful shutdown (or cancellation) closes the listening socket, then ends every connection; each
+        // connection's executeThenClose closes its socket. See serveConnections for why not a plain loop.
         try await cancelWhenGracefulShutdown {
-            try await server.executeThenClose { inbound in
-                try await withThrowingDiscardingTaskGroup { group in
-                    for try await accepted in inbound {
-                        group.addTask {
-                            await self.serve(accepted)
-                        }
-                    }
-                }
+            try await serveConnections(of: server) { accepted in
+                await self.serve(accepted)
             }
         }
         logger.info("agent listener stopped")

@@ -12,8 +12,9 @@ import X509
 @Suite("Agent channel: join, session, heartbeats, renewal (real TLS + PostgreSQL)")
 struct JoinAndSessionTests {
     @Test func joinHeartbeatRenewAndReconnect() async throws {
-        // Node certificates live 3 s, so the agent renews at 2/3 of that within the test.
-        try await ChannelFixture.with(configure: { $0.nodeCertificateValidity = .seconds(3) }) { fx in
+        // Node certificates live 6 s, so the agent renews at 2/3 of that within the test (and the renewed one
+        // is still valid when the agent reconnects on a loaded machine).
+        try await ChannelFixture.with(configure: { $0.nodeCertificateValidity = .seconds(6) }) { fx in
             let token = try await fx.token(uses: 1)
             let (identity, stateDirectory) = try await fx.join(token)
 
@@ -40,7 +41,11 @@ struct JoinAndSessionTests {
                 }
                 #expect(session.status.heartbeatInterval == .milliseconds(200))
                 #expect(await fx.listener.sessionCount() == 1)
-                try await fx.nodes.heartbeats.flush(to: fx.database, logger: fx.logger)
+                // The agent counts a heartbeat when it sends it; the coordinator enqueues it a moment later.
+                try await ChannelFixture.eventually("a heartbeat is stored") {
+                    try await fx.nodes.heartbeats.flush(to: fx.database, logger: fx.logger)
+                    return try await fx.nodes.show(id: identity.nodeID).lastReport != nil
+                }
                 let shown = try await fx.nodes.show(id: identity.nodeID)
                 #expect(shown.state == .ready)
                 #expect(shown.lastReport?.agentVersion == MusterVersion.current)

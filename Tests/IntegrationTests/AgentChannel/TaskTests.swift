@@ -257,23 +257,17 @@ final class StallingHTTPServer: Sendable {
         let server = StallingHTTPServer(port: channel.channel.localAddress?.port ?? 0)
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask {
-                try await channel.executeThenClose { inbound in
-                    try await withThrowingDiscardingTaskGroup { connections in
-                        for try await connection in inbound {
-                            let answer = server.state.withLock { state -> Bool in
-                                state.connections += 1
-                                return state.answer
-                            }
-                            connections.addTask {
-                                try? await connection.executeThenClose { requests, responses in
-                                    for try await _ in requests {
-                                        guard answer else { continue }
-                                        try await responses.write(
-                                            ByteBuffer(string: "HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok"))
-                                        return
-                                    }
-                                }
-                            }
+                try await serveConnections(of: channel) { connection in
+                    let answer = server.state.withLock { state -> Bool in
+                        state.connections += 1
+                        return state.answer
+                    }
+                    try? await connection.executeThenClose { requests, responses in
+                        for try await _ in requests {
+                            guard answer else { continue }
+                            try await responses.write(
+                                ByteBuffer(string: "HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok"))
+                            return
                         }
                     }
                 }
