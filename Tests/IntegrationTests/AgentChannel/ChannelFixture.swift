@@ -116,9 +116,9 @@ struct ChannelFixture: Sendable {
     }
 
     /// Polls `condition` every 50 ms until it holds; fails the test after `limit` (a hang guard, not a timing
-    /// assertion).
+    /// assertion: generous, because test machines run several test processes and builds on 2 cores).
     static func eventually(
-        _ what: String, limit: Duration = .seconds(30), _ condition: () async throws -> Bool
+        _ what: String, limit: Duration = .seconds(90), _ condition: () async throws -> Bool
     ) async throws {
         let clock = ContinuousClock()
         let deadline = clock.now + limit

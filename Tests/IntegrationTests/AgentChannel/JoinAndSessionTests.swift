@@ -61,7 +61,10 @@ struct JoinAndSessionTests {
                 try await ChannelFixture.eventually("the agent reconnected") {
                     session.status.establishedCount >= 2
                 }
-                #expect(await fx.listener.isConnected(nodeID: identity.nodeID))
+                // With 200 ms heartbeats on a loaded machine the session may flap once more; it must come back.
+                try await ChannelFixture.eventually("the listener holds the node's session") {
+                    await fx.listener.isConnected(nodeID: identity.nodeID)
+                }
             }
 
             // The token allowed one join.
