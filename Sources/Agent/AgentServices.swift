@@ -36,7 +36,9 @@ public enum AgentServices {
             configuration: .init(concurrency: configuration.taskConcurrency),
             journal: try TaskJournal(stateDirectory: configuration.stateDirectory),
             handlers: [
-                .checkHealth: CheckHealth(collector: HealthCollector(stateDirectory: configuration.stateDirectory))
+                .checkHealth: CheckHealth(collector: HealthCollector(stateDirectory: configuration.stateDirectory)),
+                .rewriteJSONPaths: RewriteJSONPaths(),
+                .editConfig: EditConfig(),
             ],
             logger: taskLogger)
     }

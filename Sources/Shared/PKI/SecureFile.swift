@@ -12,7 +12,12 @@ public enum SecureFile {
     ///
     /// - Throws: `MusterError` `.io` naming the path.
     public static func write(_ contents: String, to path: String, mode: mode_t) throws {
-        let bytes = Array(contents.utf8)
+        try write(Array(contents.utf8), to: path, mode: mode)
+    }
+
+    /// Writes `bytes` to `path` atomically (see ``write(_:to:mode:)-(String,_,_)``), optionally giving the file an
+    /// owner (to keep a rewritten file's owner), and fsyncs the directory so the rename survives a crash.
+    public static func write(_ bytes: [UInt8], to path: String, mode: mode_t, owner: (uid_t, gid_t)? = nil) throws {
         let directory = (path as NSString).deletingLastPathComponent
         let temp =
             "\(directory.isEmpty ? "." : directory)/.\((path as NSString).lastPathComponent).\(UInt32.random(in: 0...UInt32.max)).tmp"
@@ -33,6 +38,7 @@ public enum SecureFile {
         }
         // The umask may have narrowed the mode at creation; set it exactly.
         if ok, fchmod(fd, mode) != 0 { ok = false }
+        if ok, let owner, fchown(fd, owner.0, owner.1) != 0 { ok = false }
         if ok, fsync(fd) != 0 { ok = false }
         let savedErrno = errno
         close(fd)
@@ -45,6 +51,11 @@ public enum SecureFile {
             let error = ioError("rename into place", path)
             unlink(temp)
             throw error
+        }
+        let directoryFD = open(directory.isEmpty ? "." : directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        if directoryFD >= 0 {
+            _ = fsync(directoryFD)
+            close(directoryFD)
         }
     }
 
