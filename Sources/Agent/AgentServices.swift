@@ -22,7 +22,13 @@ public enum AgentServices {
             tasks: runner, logger: logger)
         let group = ServiceGroup(
             configuration: ServiceGroupConfiguration(
-                services: [.init(service: runner), .init(service: session)],
+                services: [
+                    .init(service: runner), .init(service: session),
+                    .init(
+                        service: SystemdNotifier(
+                            logger: logger,
+                            status: "agent for \(configuration.stateDirectory), version \(MusterVersion.current)")),
+                ],
                 gracefulShutdownSignals: [.sigterm, .sigint],
                 logger: logger))
         return Assembly(group: group, session: session)

@@ -16,13 +16,15 @@ final class AgentProcess: Sendable {
 
     /// `muster-agent join --coordinator ADDR --token T --state-dir DIR --run` inside `netns`.
     static func join(
-        name: String, netns: String?, coordinator: String, token: String, stateDir: String
+        name: String, netns: String?, coordinator: String, token: String, stateDir: String,
+        environment: [String: String] = [:]
     ) throws -> AgentProcess {
         try Binaries.check()
         let p = try ChildProcess.spawn(
             name: name, path: Binaries.agent,
             arguments: ["join", "--coordinator", coordinator, "--token", token, "--state-dir", stateDir, "--run"],
-            netns: netns, environment: ["MUSTER_LOG_LEVEL": "debug"], logPath: "\(stateDir).log")
+            netns: netns, environment: environment.merging(["MUSTER_LOG_LEVEL": "debug"]) { own, _ in own },
+            logPath: "\(stateDir).log")
         return AgentProcess(name: name, netns: netns, stateDir: stateDir, process: p)
     }
 
