@@ -64,26 +64,13 @@ public struct EditConfig: TaskHandler {
     }
 
     public func apply(_ spec: Spec) throws -> Report {
-        let suffix = spec.backupSuffix ?? ".pre-cluster"
-        guard !suffix.isEmpty, !suffix.contains("/") else {
-            throw MusterError(.invalidInput, "backupSuffix '\(suffix)' must be a non-empty file name suffix")
-        }
+        let suffix = try BackedUpFile.suffix(spec.backupSuffix)
         let backup = spec.file + suffix
-        let bytes = try RewriteJSONPaths.read(spec.file)
-        let info = try RewriteJSONPaths.status(spec.file)
-
+        let bytes = try BackedUpFile.read(spec.file)
         if spec.restore == true {
-            guard access(backup, F_OK) == 0 else {
-                return Report(file: spec.file, changed: [], backup: nil, dryRun: spec.dryRun == true, restored: true)
-            }
-            let original = try RewriteJSONPaths.read(backup)
-            if original != bytes, spec.dryRun != true {
-                let backupInfo = try RewriteJSONPaths.status(backup)
-                try SecureFile.write(
-                    original, to: spec.file, mode: backupInfo.mode, owner: (backupInfo.uid, backupInfo.gid))
-            }
+            let changed = try BackedUpFile.restore(spec.file, suffix: suffix, dryRun: spec.dryRun == true)
             return Report(
-                file: spec.file, changed: original == bytes ? [] : ["(restored)"], backup: backup,
+                file: spec.file, changed: changed == true ? ["(restored)"] : [], backup: changed == nil ? nil : backup,
                 dryRun: spec.dryRun == true, restored: true)
         }
 
@@ -125,10 +112,7 @@ public struct EditConfig: TaskHandler {
                 .internal, "\(spec.file): setting \(name) did not read back as intended; the file was not changed")
         }
         if spec.dryRun != true {
-            if access(backup, F_OK) != 0 {
-                try SecureFile.write(bytes, to: backup, mode: info.mode, owner: (info.uid, info.gid))
-            }
-            try SecureFile.write(output, to: spec.file, mode: info.mode, owner: (info.uid, info.gid))
+            try BackedUpFile.replace(spec.file, original: bytes, with: output, suffix: suffix)
         }
         return Report(
             file: spec.file, changed: pending.map(\.0), backup: backup, dryRun: spec.dryRun == true, restored: false)
@@ -229,35 +213,49 @@ struct JSONConfig: ConfigDocument {
     }
 }
 
-// MARK: - YAML
+// MARK: - Line-based formats
 
-/// Line-preserving edits of block-mapping YAML: `key: value` lines are found by indentation, their value replaced;
-/// a missing key is appended to its parent mapping.
-struct YAMLConfig: ConfigDocument {
-    private(set) var lines: [String]
-    let file: String
-    private let trailingNewline: Bool
+/// A UTF-8 text file as lines, written back exactly as read apart from edited lines (final newline kept or not).
+struct TextLines: Sendable {
+    var lines: [String]
+    let trailingNewline: Bool
 
-    var bytes: [UInt8] { Array((lines.joined(separator: "\n") + (trailingNewline ? "\n" : "")).utf8) }
-
-    init(bytes: [UInt8], file: String) throws {
-        self.file = file
+    init(_ bytes: [UInt8], file: String) throws {
         guard let text = String(validating: bytes, as: UTF8.self) else {
             throw MusterError(.invalidInput, "\(file): not UTF-8 text; the file was not changed")
         }
-        do {
-            _ = try Yams.compose(yaml: text)
-        } catch {
-            throw MusterError(.invalidInput, "\(file): not valid YAML (\(error)); the file was not changed")
-        }
-        trailingNewline = text.hasSuffix("\n")
+        // An empty file gets a final newline once lines are added to it.
+        trailingNewline = text.isEmpty || text.hasSuffix("\n")
         var split = text.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
         if trailingNewline { split.removeLast() }
         lines = split
     }
 
+    var bytes: [UInt8] { Array((lines.joined(separator: "\n") + (trailingNewline ? "\n" : "")).utf8) }
+}
+
+// MARK: - YAML
+
+/// Line-preserving edits of block-mapping YAML: `key: value` lines are found by indentation, their value replaced;
+/// a missing key is appended to its parent mapping.
+struct YAMLConfig: ConfigDocument {
+    private var text: TextLines
+    let file: String
+
+    var bytes: [UInt8] { text.bytes }
+
+    init(bytes: [UInt8], file: String) throws {
+        self.file = file
+        text = try TextLines(bytes, file: file)
+        do {
+            _ = try Yams.compose(yaml: text.lines.joined(separator: "\n"))
+        } catch {
+            throw MusterError(.invalidInput, "\(file): not valid YAML (\(error)); the file was not changed")
+        }
+    }
+
     func value(at key: ConfigKey) -> JSONValue? {
-        guard let node = try? Yams.compose(yaml: lines.joined(separator: "\n")) else { return nil }
+        guard let node = try? Yams.compose(yaml: text.lines.joined(separator: "\n")) else { return nil }
         var current = node
         for name in key.names {
             guard let next = current.mapping?[Node(name)] else { return nil }
@@ -294,38 +292,38 @@ struct YAMLConfig: ConfigDocument {
     mutating func set(_ key: ConfigKey, to value: JSONValue) throws {
         let literal = try Self.literal(value, file: file)
         var start = 0
-        var end = lines.count
+        var end = text.lines.count
         var indent = 0
         for (depth, name) in key.names.enumerated() {
             let last = depth == key.names.count - 1
             guard let index = findKey(name, in: start..<end, indent: indent) else {
                 // Append the rest of the path at the end of this block.
                 var insertAt = end
-                while insertAt > start, Self.isBlank(lines[insertAt - 1]) { insertAt -= 1 }
+                while insertAt > start, Self.isBlank(text.lines[insertAt - 1]) { insertAt -= 1 }
                 var added: [String] = []
                 for (offset, rest) in key.names[depth...].enumerated() {
                     let pad = String(repeating: " ", count: indent + 2 * offset)
                     let isLeaf = depth + offset == key.names.count - 1
                     added.append(isLeaf ? "\(pad)\(Self.keyText(rest)): \(literal)" : "\(pad)\(Self.keyText(rest)):")
                 }
-                lines.insert(contentsOf: added, at: insertAt)
+                text.lines.insert(contentsOf: added, at: insertAt)
                 return
             }
-            let line = lines[index]
+            let line = text.lines[index]
             if last {
                 let prefix = line.prefix(while: { $0 == " " }) + Self.keyText(name) + ":"
-                lines[index] = "\(prefix) \(literal)"
-                // Drop the old value's continuation lines (a nested block or a multi-line scalar).
+                text.lines[index] = "\(prefix) \(literal)"
+                // Drop the old value's continuation text.lines (a nested block or a multi-line scalar).
                 var next = index + 1
-                while next < end, Self.isContinuation(lines[next], deeperThan: indent) { next += 1 }
-                lines.removeSubrange((index + 1)..<next)
+                while next < end, Self.isContinuation(text.lines[next], deeperThan: indent) { next += 1 }
+                text.lines.removeSubrange((index + 1)..<next)
                 return
             }
             // Descend into the child block.
             var childEnd = index + 1
-            while childEnd < end, Self.isContinuation(lines[childEnd], deeperThan: indent) { childEnd += 1 }
+            while childEnd < end, Self.isContinuation(text.lines[childEnd], deeperThan: indent) { childEnd += 1 }
             let childIndent =
-                lines[(index + 1)..<childEnd].first(where: { !Self.isBlank($0) }).map { Self.indentOf($0) }
+                text.lines[(index + 1)..<childEnd].first(where: { !Self.isBlank($0) }).map { Self.indentOf($0) }
                 ?? indent + 2
             guard childIndent > indent else {
                 throw MusterError(.invalidInput, "\(file): cannot edit \(name): it is not a block mapping")
@@ -339,7 +337,7 @@ struct YAMLConfig: ConfigDocument {
     private func findKey(_ name: String, in range: Range<Int>, indent: Int) -> Int? {
         let candidates = [Self.keyText(name) + ":", "\"\(name)\":", "'\(name)':"]
         for index in range {
-            let line = lines[index]
+            let line = text.lines[index]
             guard Self.indentOf(line) == indent else { continue }
             let body = line.dropFirst(indent)
             for candidate in candidates where body.hasPrefix(candidate) {
@@ -378,22 +376,15 @@ struct YAMLConfig: ConfigDocument {
 
 /// `KEY=VALUE` files (systemd `EnvironmentFile=`, docker `.env`): comments, blank lines and order are kept.
 struct EnvConfig: ConfigDocument {
-    private(set) var lines: [String]
+    private var text: TextLines
     let file: String
-    private let trailingNewline: Bool
 
-    var bytes: [UInt8] { Array((lines.joined(separator: "\n") + (trailingNewline ? "\n" : "")).utf8) }
+    var bytes: [UInt8] { text.bytes }
 
     init(bytes: [UInt8], file: String) throws {
         self.file = file
-        guard let text = String(validating: bytes, as: UTF8.self) else {
-            throw MusterError(.invalidInput, "\(file): not UTF-8 text; the file was not changed")
-        }
-        trailingNewline = text.isEmpty || text.hasSuffix("\n")
-        var split = text.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
-        if text.hasSuffix("\n") || text.isEmpty { split.removeLast() }
-        lines = split
-        for (number, line) in lines.enumerated() where Self.parse(line) == nil && !Self.isComment(line) {
+        text = try TextLines(bytes, file: file)
+        for (number, line) in text.lines.enumerated() where Self.parse(line) == nil && !Self.isComment(line) {
             throw MusterError(
                 .invalidInput,
                 "\(file) line \(number + 1): expected KEY=VALUE, found '\(line)'; the file was not changed")
@@ -423,7 +414,7 @@ struct EnvConfig: ConfigDocument {
 
     func value(at key: ConfigKey) -> JSONValue? {
         guard key.names.count == 1 else { return nil }
-        for line in lines.reversed() {
+        for line in text.lines.reversed() {
             if let entry = Self.parse(line), entry.key == key.names[0] { return .string(entry.value) }
         }
         return nil
@@ -434,28 +425,28 @@ struct EnvConfig: ConfigDocument {
             throw MusterError(
                 .invalidInput, "\(file): env files have no nested keys (/\(key.names.joined(separator: "/")))")
         }
-        let text: String
+        let plain: String
         switch value {
-        case .string(let string): text = string
-        case .bool(let bool): text = bool ? "true" : "false"
-        case .number(let number): text = number.rounded() == number ? String(Int64(number)) : String(number)
+        case .string(let string): plain = string
+        case .bool(let bool): plain = bool ? "true" : "false"
+        case .number(let number): plain = number.rounded() == number ? String(Int64(number)) : String(number)
         case .null, .array, .object:
             throw MusterError(.invalidInput, "\(file): \(key.names[0]) must be set to a string, number or boolean")
         }
-        guard !text.contains("\n"), !text.contains("\u{0}") else {
+        guard !plain.contains("\n"), !plain.contains("\u{0}") else {
             throw MusterError(.invalidInput, "\(file): the value of \(key.names[0]) must not contain a newline or NUL")
         }
-        let needsQuotes = text.contains { " \t#\"'$\\`".contains($0) } || text.isEmpty
+        let needsQuotes = plain.contains { " \t#\"'$\\`".contains($0) } || plain.isEmpty
         let rendered =
             needsQuotes
-            ? "\"" + text.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"")
+            ? "\"" + plain.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"")
                 + "\""
-            : text
-        if let index = lines.lastIndex(where: { Self.parse($0)?.key == key.names[0] }) {
-            let exported = lines[index].trimmingCharacters(in: .whitespaces).hasPrefix("export ")
-            lines[index] = "\(exported ? "export " : "")\(key.names[0])=\(rendered)"
+            : plain
+        if let index = text.lines.lastIndex(where: { Self.parse($0)?.key == key.names[0] }) {
+            let exported = text.lines[index].trimmingCharacters(in: .whitespaces).hasPrefix("export ")
+            text.lines[index] = "\(exported ? "export " : "")\(key.names[0])=\(rendered)"
         } else {
-            lines.append("\(key.names[0])=\(rendered)")
+            text.lines.append("\(key.names[0])=\(rendered)")
         }
     }
 }

@@ -62,10 +62,7 @@ public struct RewriteJSONPaths: TaskHandler {
     }
 
     public func apply(_ spec: Spec) throws -> Report {
-        let suffix = spec.backupSuffix ?? ".pre-cluster"
-        guard !suffix.isEmpty, !suffix.contains("/") else {
-            throw MusterError(.invalidInput, "backupSuffix '\(suffix)' must be a non-empty file name suffix")
-        }
+        let suffix = try BackedUpFile.suffix(spec.backupSuffix)
         let pointers = try (spec.fields ?? []).map { try JSONPointer($0) }
         let rewrites = try spec.rewrites.enumerated().map { try $1.validated(field: "rewrites[\($0)]") }
         guard !rewrites.isEmpty else { throw MusterError(.invalidInput, "rewrites: at least one from → to is needed") }
@@ -78,7 +75,7 @@ public struct RewriteJSONPaths: TaskHandler {
         // Pass 1: read, parse and plan every file; nothing is written if any file is refused.
         var plans: [(path: String, bytes: [UInt8], edits: [(range: Range<Int>, text: String)], report: FileReport)] = []
         for path in paths {
-            let bytes = try Self.read(path)
+            let bytes = try BackedUpFile.read(path)
             let scan: JSONScan
             do {
                 scan = try JSONScan(bytes)
@@ -105,15 +102,9 @@ public struct RewriteJSONPaths: TaskHandler {
         var reports: [FileReport] = []
         for var plan in plans {
             if !plan.edits.isEmpty, spec.dryRun != true {
-                let backup = plan.path + suffix
-                let info = try Self.status(plan.path)
-                if access(backup, F_OK) != 0 {
-                    try SecureFile.write(plan.bytes, to: backup, mode: info.mode, owner: (info.uid, info.gid))
-                }
-                try SecureFile.write(
-                    JSONScan.splice(plan.bytes, plan.edits), to: plan.path, mode: info.mode, owner: (info.uid, info.gid)
-                )
-                plan.report.backup = backup
+                try BackedUpFile.replace(
+                    plan.path, original: plan.bytes, with: JSONScan.splice(plan.bytes, plan.edits), suffix: suffix)
+                plan.report.backup = plan.path + suffix
             }
             reports.append(plan.report)
         }
@@ -126,19 +117,11 @@ public struct RewriteJSONPaths: TaskHandler {
     private func restore(_ paths: [String], suffix: String, dryRun: Bool) throws -> Report {
         var reports: [FileReport] = []
         for path in paths {
-            let backup = path + suffix
-            guard access(backup, F_OK) == 0 else {
-                reports.append(FileReport(path: path, rewritten: 0, examples: [], backup: nil))
-                continue
-            }
-            let original = try Self.read(backup)
-            let current = try Self.read(path)
-            if original != current, !dryRun {
-                let info = try Self.status(backup)
-                try SecureFile.write(original, to: path, mode: info.mode, owner: (info.uid, info.gid))
-            }
+            let changed = try BackedUpFile.restore(path, suffix: suffix, dryRun: dryRun)
             reports.append(
-                FileReport(path: path, rewritten: original == current ? 0 : 1, examples: [], backup: backup))
+                FileReport(
+                    path: path, rewritten: changed == true ? 1 : 0, examples: [],
+                    backup: changed == nil ? nil : path + suffix))
         }
         return Report(
             files: reports, valuesRewritten: 0, filesChanged: reports.filter { $0.rewritten > 0 }.count,
@@ -181,18 +164,4 @@ public struct RewriteJSONPaths: TaskHandler {
         return paths
     }
 
-    static func read(_ path: String) throws -> [UInt8] {
-        guard let data = FileManager.default.contents(atPath: path) else {
-            throw MusterError(.io, "cannot read \(path): \(String(cString: strerror(errno))); no file was changed")
-        }
-        return Array(data)
-    }
-
-    static func status(_ path: String) throws -> (mode: mode_t, uid: uid_t, gid: gid_t) {
-        var info = stat()
-        guard stat(path, &info) == 0 else {
-            throw MusterError(.io, "cannot stat \(path): \(String(cString: strerror(errno)))")
-        }
-        return (info.st_mode & 0o7777, info.st_uid, info.st_gid)
-    }
 }
