@@ -1,0 +1,306 @@
+import Crypto
+import Foundation
+import Logging
+import Shared
+import TestSupport
+import Testing
+
+@testable import Agent
+@testable import Coordinator
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// Attach, reattach and detach of real module images (built by the real ``ModuleBuilder``, mounted with the
+/// kernel's erofs + overlayfs as `.mount` units) on a real systemd system manager as PID 1 of its own namespaces
+/// (``SystemNode``), over its system bus.
+@Suite("module attacher on a system manager node", .serialized, .requiresRoot, .requiresSystemd)
+struct ModuleAttacherTests {
+    /// Runs `body` with a fresh fixture and node; the module is detached and everything removed afterwards, also
+    /// when the test fails.
+    static func withNode(
+        _ body: (ModuleAttachFixture, SystemNode, ModuleAttacher) async throws -> Void
+    ) async throws {
+        let fixture = try ModuleAttachFixture()
+        defer { fixture.remove() }
+        try await SystemNode.with { node in
+            let attacher = try await fixture.attacher(node: node)
+            do {
+                try await body(fixture, node, attacher)
+            } catch {
+                _ = try? await attacher.detach(module: "shop")
+                throw error
+            }
+            _ = try? await attacher.detach(module: "shop")
+        }
+    }
+
+    static func state(_ report: ModuleAttacher.AttachReport, _ unit: String) -> ModuleAttacher.UnitReport? {
+        report.units.first { $0.name == unit }
+    }
+
+    @Test("attach starts both services, attaching again is a no-op, reattach restarts only the changed service, detach leaves nothing")
+    func lifecycle() async throws {
+        try await Self.withNode { fixture, node, attacher in
+            let v1 = try await fixture.build(version: "1.0.0", dbTag: "v1")
+            let v1Digest = try fixture.store.install(bundle: v1).payload.image.digest
+            let mountPrefix = fixture.store.mountsDirectory
+
+            let attached = try await attacher.attach(imageDigest: v1Digest)
+            #expect(attached.outcome == .attached)
+            #expect(attached.units.map(\.name) == ["muster-shop-api.service", "muster-shop-db.service"])
+            #expect(attached.units.allSatisfy { $0.activeState == "active" && $0.mainPID > 0 && $0.action == "started" })
+            #expect(try node.mountPoints(under: mountPrefix).count == 2)
+
+            // The api service is Type=notify with a watchdog; its environment came through quoting intact.
+            let api = try await attacher.manager.state(of: try UnitName("muster-shop-api.service"))
+            #expect(api.subState == "running")
+            let apiLog = try String(contentsOfFile: "\(fixture.logs)/muster-shop-api.service.log", encoding: .utf8)
+            #expect(apiLog.contains("GREETING=hello $USER 100%"), "log: \(apiLog)")
+            // The db service runs from the mounted module tree.
+            let dbLog = try String(contentsOfFile: "\(fixture.logs)/muster-shop-db.service.log", encoding: .utf8)
+            #expect(dbLog.contains("db v1 in \(fixture.store.currentDirectory)/shop"), "log: \(dbLog)")
+
+            // Every generated unit (services and mounts) passes systemd-analyze verify without output.
+            let unitFiles = try FileManager.default.contentsOfDirectory(atPath: node.unitDirectory)
+                .filter { $0.hasPrefix("muster-") || $0.hasSuffix(".mount") }.map { "\(node.unitDirectory)/\($0)" }
+            #expect(unitFiles.count == 4)
+            let verify = try node.verifyUnits(unitFiles)
+            #expect(verify.status == 0 && verify.stderr.isEmpty, "systemd-analyze verify: \(verify.stderr)")
+
+            // The health report's view.
+            let statuses = await attacher.attachedUnits()
+            #expect(statuses.map(\.name) == ["muster-shop-api.service", "muster-shop-db.service"])
+            #expect(statuses.allSatisfy { $0.module == "shop" && $0.activeState == "active" && $0.mainPID > 0 })
+            #expect(statuses.allSatisfy { $0.subState == "running" && $0.nRestarts == 0 })
+
+            // Attaching the same version again changes nothing.
+            let again = try await attacher.attach(imageDigest: v1Digest)
+            #expect(again.outcome == .unchanged)
+            #expect(again.units.map(\.mainPID) == attached.units.map(\.mainPID))
+            #expect(again.units.allSatisfy { $0.action == "unchanged" })
+            #expect(again.hashedFiles == 0, "an already verified version is not hashed again")
+
+            // v2 changes one file of the db service: only db restarts, api keeps its process.
+            let v2 = try await fixture.build(version: "1.1.0", dbTag: "v2")
+            let v2Digest = try fixture.store.install(bundle: v2).payload.image.digest
+            let reattached = try await attacher.attach(imageDigest: v2Digest)
+            #expect(reattached.outcome == .reattached)
+            #expect(reattached.previousImageDigest == v1Digest)
+            let apiAfter = try #require(Self.state(reattached, "muster-shop-api.service"))
+            let dbAfter = try #require(Self.state(reattached, "muster-shop-db.service"))
+            #expect(apiAfter.action == "unchanged")
+            #expect(apiAfter.mainPID == Self.state(attached, "muster-shop-api.service")?.mainPID)
+            #expect(dbAfter.action == "restarted")
+            #expect(dbAfter.mainPID != Self.state(attached, "muster-shop-db.service")?.mainPID)
+            #expect(dbAfter.activeState == "active")
+            let dbLog2 = try String(contentsOfFile: "\(fixture.logs)/muster-shop-db.service.log", encoding: .utf8)
+            #expect(dbLog2.contains("db v2 in"), "log: \(dbLog2)")
+            // The old version is unmounted, only the new one's two mounts are left.
+            let mounts = try node.mountPoints(under: mountPrefix)
+            #expect(mounts.count == 2 && mounts.allSatisfy { $0.contains(String(v2Digest.prefix(16))) }, "\(mounts)")
+
+            // Detach: no units, no mounts, no objects, images or descriptors, no record.
+            let detached = try await attacher.detach(module: "shop")
+            #expect(detached.wasAttached)
+            #expect(detached.removedUnits == ["muster-shop-api.service", "muster-shop-db.service"])
+            #expect(detached.collectedImages.sorted() == [v1Digest, v2Digest].sorted())
+            let left = try FileManager.default.contentsOfDirectory(atPath: node.unitDirectory)
+                .filter { $0.hasPrefix("muster-") || $0.hasSuffix(".mount") }
+            #expect(left.isEmpty, "\(left)")
+            #expect(try node.mountPoints(under: mountPrefix).isEmpty)
+            #expect(ModuleAttachFixture.files(under: fixture.store.objects.path).isEmpty)
+            #expect(ModuleAttachFixture.files(under: fixture.store.imagesDirectory).isEmpty)
+            #expect(ModuleAttachFixture.files(under: fixture.store.descriptorsDirectory).isEmpty)
+            #expect(try attacher.attachedModules().isEmpty)
+            let gone = try await attacher.manager.state(of: try UnitName("muster-shop-api.service"))
+            #expect(gone.loadState == "not-found")
+            #expect(await attacher.attachedUnits().isEmpty)
+
+            // Detaching again (or a module never attached) is a no-op success.
+            let twice = try await attacher.detach(module: "shop")
+            #expect(!twice.wasAttached && twice.removedUnits.isEmpty)
+            #expect(!(try await attacher.detach(module: "never")).wasAttached)
+        }
+    }
+
+    @Test("a tampered object is refused before anything is mounted, also after the version was verified once")
+    func tamperedObject() async throws {
+        try await Self.withNode { fixture, node, attacher in
+            let bundle = try await fixture.build(version: "1.0.0")
+            let descriptor = try fixture.store.install(bundle: bundle)
+            let digest = descriptor.payload.image.digest
+            // The db script's object.
+            let dbObject = try #require(
+                descriptor.payload.objects.first { object in
+                    (try? String(contentsOfFile: fixture.store.objects.path(of: object.digest), encoding: .utf8))?
+                        .contains("echo \"db v1") == true
+                })
+            let path = fixture.store.objects.path(of: dbObject.digest)
+            let original = try String(contentsOfFile: path, encoding: .utf8)
+            func tamper(_ text: String) throws {
+                chmod(path, 0o644)
+                try text.write(toFile: path, atomically: false, encoding: .utf8)
+                chmod(path, 0o444)
+            }
+            // Same size, other content.
+            try tamper(original.replacingOccurrences(of: "v1", with: "XX"))
+            let error = await #expect(throws: MusterError.self) { try await attacher.attach(imageDigest: digest) }
+            #expect(error?.code == .digestMismatch)
+            #expect(error?.message.contains(dbObject.digest) == true, "\(String(describing: error))")
+            #expect(try node.mountPoints(under: fixture.store.mountsDirectory).isEmpty)
+            #expect(try FileManager.default.contentsOfDirectory(atPath: node.unitDirectory).filter { $0.hasSuffix(".mount") || $0.hasPrefix("muster-") }.isEmpty)
+
+            // Restored, the version verifies (and is remembered: verifying again hashes nothing); changed again in
+            // place, the cache notices the changed file and attach refuses it again.
+            try tamper(original)
+            let verifier = ModuleVerifier(store: fixture.store, trustedKeys: [ModuleAttachFixture.signer.publicKey])
+            // The refused attach remembered the files it had checked before the tampered one; the restored object
+            // is hashed again.
+            #expect(try verifier.verify(imageDigest: digest).hashed >= 1)
+            #expect(try verifier.verify(imageDigest: digest).hashed == 0)
+            try tamper(original.replacingOccurrences(of: "v1", with: "YY"))
+            let again = await #expect(throws: MusterError.self) { try await attacher.attach(imageDigest: digest) }
+            #expect(again?.code == .digestMismatch)
+            #expect(try node.mountPoints(under: fixture.store.mountsDirectory).isEmpty)
+
+            // A missing object is reported as missing (to be fetched again), before any mount.
+            unlink(path)
+            let missing = await #expect(throws: MusterError.self) { try await attacher.attach(imageDigest: digest) }
+            #expect(missing?.code == .notFound)
+            #expect(missing?.message.contains("1 of") == true, "\(String(describing: missing))")
+        }
+    }
+
+    @Test("a module signed by an unknown key is refused")
+    func unknownKey() async throws {
+        try await Self.withNode { fixture, node, _ in
+            let digest = try fixture.store.install(bundle: try await fixture.build(version: "1.0.0")).payload.image.digest
+            let stranger = try await fixture.attacher(node: node, trustedKeys: [.init(rawRepresentation: Data(repeating: 7, count: 32))])
+            let error = await #expect(throws: MusterError.self) { try await stranger.attach(imageDigest: digest) }
+            #expect(error?.code == .verificationFailed)
+            #expect(try node.mountPoints(under: fixture.store.mountsDirectory).isEmpty)
+        }
+    }
+
+    @Test("a service that exits at once fails the attach with systemd's Result and its last log lines")
+    func failingService() async throws {
+        try await Self.withNode { fixture, node, attacher in
+            let manifest = ModuleAttachFixture.manifest.replacingOccurrences(of: "exec: [/bin/db, --data, /share/db]", with: "exec: [/bin/crash]")
+            let bundle = try await fixture.build(
+                version: "1.0.0", manifest: manifest,
+                extra: ["/bin/crash": "#!/bin/sh\necho 'crash: cannot open the database' >&2\nexit 3\n"])
+            let digest = try fixture.store.install(bundle: bundle).payload.image.digest
+            let error = await #expect(throws: MusterError.self) { try await attacher.attach(imageDigest: digest) }
+            #expect(error?.code == .unitFailed)
+            let message = error?.message ?? ""
+            #expect(message.contains("muster-shop-db.service failed: Result=exit-code"), "\(message)")
+            #expect(message.contains("exit status 3"), "\(message)")
+            #expect(message.contains("crash: cannot open the database"), "\(message)")
+            // Still recorded as attached: detach cleans up the failed module completely.
+            #expect(try attacher.attachedModules().map(\.module) == ["shop"])
+            let detached = try await attacher.detach(module: "shop")
+            #expect(detached.removedUnits.count == 2)
+            #expect(try node.mountPoints(under: fixture.store.mountsDirectory).isEmpty)
+        }
+    }
+
+    @Test("a unit file with our name that is not ours is refused and never overwritten; nothing is mounted")
+    func foreignUnit() async throws {
+        try await Self.withNode { fixture, node, attacher in
+            let digest = try fixture.store.install(bundle: try await fixture.build(version: "1.0.0")).payload.image.digest
+            let foreign = "\(node.unitDirectory)/muster-shop-db.service"
+            let text = "[Service]\nExecStart=/bin/sleep 1000\n"
+            try text.write(toFile: foreign, atomically: true, encoding: .utf8)
+            let error = await #expect(throws: MusterError.self) { try await attacher.attach(imageDigest: digest) }
+            #expect(error?.code == .conflict)
+            #expect(error?.message.contains(foreign) == true, "\(String(describing: error))")
+            #expect(try String(contentsOfFile: foreign, encoding: .utf8) == text)
+            #expect(try node.mountPoints(under: fixture.store.mountsDirectory).isEmpty)
+            #expect(!FileManager.default.fileExists(atPath: "\(node.unitDirectory)/muster-shop-api.service"))
+            // Detach of the module (never attached) leaves the foreign file alone.
+            #expect(!(try await attacher.detach(module: "shop")).wasAttached)
+            #expect(FileManager.default.fileExists(atPath: foreign))
+        }
+    }
+}
+
+/// The store without systemd: installing bundles, missing objects, garbage collection, and the kernel fact attach
+/// relies on (no fs-verity).
+@Suite("node module store", .serialized, .requiresRoot)
+struct NodeModuleStoreTests {
+    @Test("install stores shared objects once, read-only; missingObjects and garbage collection keep what is referenced")
+    func installAndCollect() async throws {
+        let fixture = try ModuleAttachFixture()
+        defer { fixture.remove() }
+        let store = fixture.store
+        let v1 = try store.install(bundle: try await fixture.build(version: "1.0.0", dbTag: "v1")).payload
+        let v2 = try store.install(bundle: try await fixture.build(version: "1.1.0", dbTag: "v2")).payload
+        let all = Set(v1.objects.map(\.digest)).union(v2.objects.map(\.digest))
+        #expect(ModuleAttachFixture.files(under: store.objects.path).count == all.count)
+        #expect(all.count == v1.objects.count + 1, "v2 shares all objects but the db script")
+        for digest in all { #expect(FileStatus.lstat(store.objects.path(of: digest))?.permissions == 0o444) }
+        #expect(FileStatus.lstat(store.imagePath(v1.image.digest))?.permissions == 0o444)
+        #expect(store.missingObjects(of: v1).isEmpty)
+        #expect(store.storedImages() == [v1.image.digest, v2.image.digest].sorted())
+
+        let removedObject = try #require(v1.objects.first)
+        unlink(store.objects.path(of: removedObject.digest))
+        #expect(store.missingObjects(of: v1) == [removedObject])
+        try store.install(bundle: ModuleBundle(directory: "\(fixture.base)/out-1.0.0"))
+        #expect(store.missingObjects(of: v1).isEmpty, "install fetches only what is missing")
+
+        // A temporary file of a writer in progress survives collection.
+        let temporary = "\(store.objects.path)/.tmp-in-progress"
+        try "partial".write(toFile: temporary, atomically: false, encoding: .utf8)
+        let collected = try store.garbageCollect(keeping: [v2.image.digest])
+        #expect(collected.images == [v1.image.digest])
+        #expect(collected.objects == 1, "only v1's db script is not referenced by v2")
+        #expect(store.missingObjects(of: v2).isEmpty)
+        #expect(store.storedImages() == [v2.image.digest])
+        #expect(FileManager.default.fileExists(atPath: temporary))
+        #expect(!FileManager.default.fileExists(atPath: store.imagePath(v1.image.digest)))
+        let none = try store.garbageCollect(keeping: [])
+        #expect(none.objects == v2.objects.count)
+        #expect(ModuleAttachFixture.files(under: store.objects.path) == [".tmp-in-progress"])
+    }
+
+    @Test("install refuses a bundle whose object does not match its name and leaves no file under that name")
+    func installTampered() async throws {
+        let fixture = try ModuleAttachFixture()
+        defer { fixture.remove() }
+        let bundle = try await fixture.build(version: "1.0.0")
+        let object = try #require(try bundle.loadDescriptor().payload.objects.first)
+        let path = bundle.objects.path(of: object.digest)
+        chmod(path, 0o644)
+        try "changed".write(toFile: path, atomically: false, encoding: .utf8)
+        let error = #expect(throws: MusterError.self) { try fixture.store.install(bundle: bundle) }
+        #expect(error?.code == .digestMismatch)
+        #expect(FileStatus.lstat(fixture.store.objects.path(of: object.digest)) == nil)
+    }
+
+    /// This kernel has no fs-verity (TESTING.md): overlay's `verity=require` must fail closed — every redirected
+    /// file gives EIO — which is why attach checks objects in user space. If this starts passing reads, the kernel
+    /// changed: put fs-verity digests into the images and mount with `verity=require`.
+    @Test("verity=require on a stored image fails closed with EIO on this kernel")
+    func verityRequireFailsClosed() async throws {
+        let fixture = try ModuleAttachFixture()
+        defer { fixture.remove() }
+        let payload = try fixture.store.install(bundle: try await fixture.build(version: "1.0.0")).payload
+        let meta = "\(fixture.base)/verity-meta"
+        let target = "\(fixture.base)/verity-root"
+        try FileManager.default.createDirectory(atPath: meta, withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(atPath: target, withIntermediateDirectories: true)
+        let script = """
+            set -e
+            mount -t erofs -o ro '\(fixture.store.imagePath(payload.image.digest))' '\(meta)'
+            mount -t overlay overlay -o 'ro,lowerdir=\(meta)::\(fixture.store.objects.path),metacopy=on,redirect_dir=follow,verity=require' '\(target)'
+            cat '\(target)/etc/shop/config.toml'
+            """
+        let run = try runCommand("/usr/bin/unshare", ["-m", "--propagation", "private", "/bin/sh", "-c", script])
+        #expect(run.status != 0)
+        #expect(run.stderr.contains("Input/output error"), "stderr: \(run.stderr)")
+        #expect(!run.stdout.contains("port = 8080"))
+    }
+}
