@@ -42,8 +42,8 @@ let package = Package(
             pkgConfig: "libsystemd",
             providers: [.apt(["libsystemd-dev"])]
         ),
-        // <sys/xattr.h> (glibc) for the module builder's trusted.overlay.* xattrs and the agent reading them back;
-        // headers only.
+        // <sys/xattr.h> (glibc) for the module builder's trusted.overlay.* xattrs and the agent reading them back,
+        // and setns/unshare syscall wrappers for direct module mounts; headers only.
         .systemLibrary(name: "CXattr"),
         .target(
             name: "Shared",

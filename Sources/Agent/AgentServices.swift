@@ -67,6 +67,8 @@ public enum AgentServices {
         let manager = try await SystemdManager.connect(modules.systemd)
         var attacherConfiguration = ModuleAttacher.Configuration()
         attacherConfiguration.scope = modules.systemd
+        // A user manager cannot run .mount units: the agent mounts itself, in its own (the manager's) namespace.
+        attacherConfiguration.mounts = modules.systemd == .system ? .units : .direct(namespacePID: nil)
         var moduleLogger = logger
         moduleLogger[metadataKey: "component"] = "modules"
         return ModuleAttacher(

@@ -35,6 +35,15 @@ final class ModuleAttacher: Sendable {
         case files(directory: String)
     }
 
+    /// Who makes the mounts.
+    enum MountMethod: Sendable, Equatable {
+        /// `.mount` units of the manager (a system manager).
+        case units
+        /// The agent itself (``DirectMounter``), in its own mount namespace (`nil`) or that of a process: for a
+        /// user manager, which cannot mount.
+        case direct(namespacePID: pid_t?)
+    }
+
     struct Configuration: Sendable {
         /// Unit name prefix: `<prefix>-<module>-<service>.service`.
         var prefix: String = UnitName.defaultPrefix
@@ -42,6 +51,7 @@ final class ModuleAttacher: Sendable {
         /// A path prefix under which the agent sees the manager's mount namespace: `""` when they share it (the
         /// agent is a service of that manager); tests that drive a node from outside use `/proc/<node PID 1>/root`.
         var managerRoot: String = ""
+        var mounts: MountMethod = .units
         var output: ServiceOutput = .journal(directory: nil)
         /// How long a started service must stay active with the same main process to count as started.
         var settle: Duration = .milliseconds(300)
@@ -159,8 +169,7 @@ final class ModuleAttacher: Sendable {
         let desired = try serviceUnits(for: manifest)
         for (name, file) in desired { try writer.preflight(file, as: name) }
 
-        let mounts = try mountUnits(module: module, imageDigest: imageDigest)
-        try await startMounts(mounts)
+        let mounts = try await mountVersion(module: module, imageDigest: imageDigest)
         let index = try ModuleFileIndex.read(metaRoot: configuration.managerRoot + mounts.metaWhere)
         try switchCurrent(module: module, to: mounts.rootWhere)
 
@@ -251,7 +260,7 @@ final class ModuleAttacher: Sendable {
         }
         return DetachReport(
             module: module, wasAttached: wasAttached, removedUnits: removed.map(\.rawValue),
-            unmounted: unmounted.map(\.rawValue), collectedImages: collected.images,
+            unmounted: unmounted, collectedImages: collected.images,
             collectedObjects: collected.objects)
     }
 
@@ -346,29 +355,46 @@ final class ModuleAttacher: Sendable {
     // MARK: - Mounts
 
     struct VersionMounts: Sendable {
+        /// The mount units' owner marker (`<module>.image/<short digest>`).
         var owner: String
-        var metaWhere: String
-        var rootWhere: String
-        var meta: UnitName
-        var root: UnitName
+        var directory: String
+        var metaWhere: String { "\(directory)/meta" }
+        var rootWhere: String { "\(directory)/root" }
     }
 
     static func mountOwnerPrefix(module: String) -> String { "\(module).image/" }
 
-    /// Writes the two mount units of one version (erofs image, overlay on top) if they are not there.
-    private func mountUnits(module: String, imageDigest: String) throws -> VersionMounts {
+    /// Mounts one version (erofs image, overlay on top) unless it is mounted, by the configured method.
+    private func mountVersion(module: String, imageDigest: String) async throws -> VersionMounts {
         let short = String(imageDigest.prefix(16))
-        let directory = "\(store.mountsDirectory)/\(module)-\(short)"
-        let owner = Self.mountOwnerPrefix(module: module) + short
-        let metaWhere = "\(directory)/meta"
-        let rootWhere = "\(directory)/root"
-        for path in [metaWhere, rootWhere] {
+        let mounts = VersionMounts(
+            owner: Self.mountOwnerPrefix(module: module) + short,
+            directory: "\(store.mountsDirectory)/\(module)-\(short)")
+        for path in [mounts.metaWhere, mounts.rootWhere] {
             do {
                 try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
             } catch {
                 throw MusterError(.io, "cannot create mount point \(path): \(error)", cause: UnderlyingError(error))
             }
         }
+        switch configuration.mounts {
+        case .units:
+            let (meta, root) = try mountUnits(module: module, imageDigest: imageDigest, mounts: mounts)
+            try await startMounts([meta, root])
+        case .direct(let pid):
+            try await DirectMounter(namespacePID: pid).mount(
+                image: store.imagePath(imageDigest), meta: mounts.metaWhere, objects: store.objects.path,
+                root: mounts.rootWhere)
+        }
+        return mounts
+    }
+
+    /// Writes the two mount units of one version if they are not there.
+    private func mountUnits(module: String, imageDigest: String, mounts: VersionMounts) throws -> (UnitName, UnitName) {
+        let short = String(imageDigest.prefix(16))
+        let owner = mounts.owner
+        let metaWhere = mounts.metaWhere
+        let rootWhere = mounts.rootWhere
         let meta = try UnitName.mount(where: metaWhere)
         let root = try UnitName.mount(where: rootWhere)
         let metaFile = UnitFile(
@@ -388,13 +414,13 @@ final class ModuleAttacher: Sendable {
         try writer.preflight(rootFile, as: root)
         try writer.write(metaFile, as: meta)
         try writer.write(rootFile, as: root)
-        return VersionMounts(owner: owner, metaWhere: metaWhere, rootWhere: rootWhere, meta: meta, root: root)
+        return (meta, root)
     }
 
-    /// Reloads the manager and starts the version's mounts (the overlay pulls in the image), waiting for both.
-    private func startMounts(_ mounts: VersionMounts) async throws {
+    /// Reloads the manager and starts the version's mount units (image first), waiting for each.
+    private func startMounts(_ units: [UnitName]) async throws {
         try await manager.daemonReload()
-        for unit in [mounts.meta, mounts.root] {
+        for unit in units {
             let job = try await manager.start(unit)
             let outcome = try await manager.waitUntilSettled(
                 unit, job: job, timeout: configuration.startTimeout, settle: .zero)
@@ -407,10 +433,40 @@ final class ModuleAttacher: Sendable {
         }
     }
 
+    /// Unmounts every mounted version of `module` except `keeping` (overlay before image) and removes the mount
+    /// points. Returns what was unmounted (unit names, or mount points for direct mounts).
+    @discardableResult
+    private func removeStaleMounts(module: String, keeping: VersionMounts?) async throws -> [String] {
+        switch configuration.mounts {
+        case .units:
+            return try await removeStaleMountUnits(module: module, keeping: keeping).map(\.rawValue)
+        case .direct(let pid):
+            let mounter = DirectMounter(namespacePID: pid)
+            let prefix = "\(store.mountsDirectory)/\(module)-"
+            let stale = try mounter.mountPoints(under: prefix).filter { point in
+                // <mnt>/<module>-<16 hex>/{meta,root}: not another module whose name starts with this one's.
+                let rest = point.dropFirst(prefix.count).split(separator: "/")
+                return rest.count == 2 && rest[0].utf8.count == 16 && rest[0].utf8.allSatisfy(Self.isHexDigit)
+                    && !(keeping.map { point.hasPrefix($0.directory + "/") } ?? false)
+            }
+            // Overlay (`root`) before its lower layer (`meta`).
+            let ordered = stale.sorted { ($0.hasSuffix("/root") ? 0 : 1, $0) < ($1.hasSuffix("/root") ? 0 : 1, $1) }
+            for point in ordered { try await mounter.unmount(point) }
+            for point in ordered {
+                rmdir(point)
+                rmdir((point as NSString).deletingLastPathComponent)
+            }
+            return ordered
+        }
+    }
+
+    private static func isHexDigit(_ byte: UInt8) -> Bool {
+        (byte >= UInt8(ascii: "0") && byte <= UInt8(ascii: "9")) || (byte >= UInt8(ascii: "a") && byte <= UInt8(ascii: "f"))
+    }
+
     /// Stops and removes the module's mount units except `keeping`'s (overlay before image), removes their mount
     /// point directories and reloads the manager when anything was removed.
-    @discardableResult
-    private func removeStaleMounts(module: String, keeping: VersionMounts?) async throws -> [UnitName] {
+    private func removeStaleMountUnits(module: String, keeping: VersionMounts?) async throws -> [UnitName] {
         let prefix = Self.mountOwnerPrefix(module: module)
         let stale = try writer.units(ownedBy: { $0.hasPrefix(prefix) && $0 != keeping?.owner })
         guard !stale.isEmpty else { return [] }
