@@ -74,6 +74,9 @@ struct ModuleAttacherTests {
             #expect(statuses.map(\.name) == ["muster-shop-api.service", "muster-shop-db.service"])
             #expect(statuses.allSatisfy { $0.module == "shop" && $0.activeState == "active" && $0.mainPID > 0 })
             #expect(statuses.allSatisfy { $0.subState == "running" && $0.nRestarts == 0 })
+            let health = await HealthCollector(stateDirectory: fixture.base, units: { await attacher.attachedUnits() })
+                .report()
+            #expect(health.units?.map(\.name) == statuses.map(\.name))
 
             // Attaching the same version again changes nothing.
             let again = try await attacher.attach(imageDigest: v1Digest)
