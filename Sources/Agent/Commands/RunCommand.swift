@@ -42,7 +42,10 @@ struct RunCommand: AsyncParsableCommand {
             trustedKeyFiles: moduleKey)
         _ = try NodeIdentity.load(stateDirectory: configuration.stateDirectory)
         let attacher = try await AgentServices.makeModuleAttacher(configuration: configuration, logger: logger)
-        if attacher == nil {
+        if let attacher {
+            // Modules attached before a restart or reboot come back (their units are not enabled).
+            _ = await attacher.restoreAttached()
+        } else {
             logger.notice("no module signing key configured: this node attaches no modules")
         }
         try await AgentServices.make(configuration: configuration, attacher: attacher, logger: logger).group.run()

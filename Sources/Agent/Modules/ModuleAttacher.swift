@@ -264,6 +264,34 @@ final class ModuleAttacher: Sendable {
             collectedObjects: collected.objects)
     }
 
+    // MARK: - Restore
+
+    /// Attaches every recorded module again (its recorded version): after an agent restart or a reboot, mounts
+    /// and units that are gone come back; what is still there is left alone (attach is idempotent). Unit files are
+    /// not enabled (no `[Install]`), so this is how modules come back after a reboot.
+    ///
+    /// - Returns: each recorded module's attach result, in name order; one failure does not stop the others.
+    func restoreAttached() async -> [(module: String, result: Result<AttachReport, any Error>)] {
+        let records: [AttachedModule]
+        do {
+            records = try attachedModules()
+        } catch {
+            logger.error("cannot read the attached modules: \(error)")
+            return []
+        }
+        var out: [(module: String, result: Result<AttachReport, any Error>)] = []
+        for record in records {
+            do {
+                out.append((record.module, .success(try await attach(imageDigest: record.imageDigest))))
+            } catch {
+                logger.error(
+                    "cannot restore module", metadata: ["module": "\(record.module)", "error": "\(error)"])
+                out.append((record.module, .failure(error)))
+            }
+        }
+        return out
+    }
+
     // MARK: - Status
 
     /// The modules recorded as attached.

@@ -78,10 +78,33 @@ struct ModuleAttacherTests {
                 .report()
             #expect(health.units?.map(\.name) == statuses.map(\.name))
 
+            // A restarted agent (a new attacher on the same store) knows what is attached; after a "reboot" (units
+            // and mounts stopped) it brings the module back.
+            let restarted = try await fixture.attacher(node: node)
+            #expect(await restarted.attachedUnits().map(\.mainPID) == statuses.map(\.mainPID))
+            let loaded = try await restarted.manager.listUnits(matching: ["muster-shop-*", "*.mount"]).map(\.name)
+            // Services first, then the module's mounts (overlays before images: "-root" sorts after "-meta").
+            let toStop =
+                loaded.filter { $0.hasPrefix("muster-shop-") }
+                + loaded.filter { $0.contains("muster\\x2dtest") }.sorted(by: >)
+            #expect(toStop.count == 4, "\(loaded)")
+            for name in toStop { try await restarted.manager.stop(try UnitName(name)) }
+            for _ in 0..<250 where try node.mountPoints(under: mountPrefix).count > 0 {
+                try await Task.sleep(for: .milliseconds(20))
+            }
+            #expect(try node.mountPoints(under: mountPrefix).isEmpty)
+            let restored = await restarted.restoreAttached()
+            #expect(restored.count == 1)
+            let restoredReport = try #require(try restored.first?.result.get())
+            #expect(restoredReport.outcome == .unchanged)
+            #expect(restoredReport.units.allSatisfy { $0.activeState == "active" && $0.action == "started" })
+            #expect(try node.mountPoints(under: mountPrefix).count == 2)
+            let afterRestore = try await attacher.attach(imageDigest: v1Digest)
+
             // Attaching the same version again changes nothing.
             let again = try await attacher.attach(imageDigest: v1Digest)
             #expect(again.outcome == .unchanged)
-            #expect(again.units.map(\.mainPID) == attached.units.map(\.mainPID))
+            #expect(again.units.map(\.mainPID) == afterRestore.units.map(\.mainPID))
             #expect(again.units.allSatisfy { $0.action == "unchanged" })
             #expect(again.hashedFiles == 0, "an already verified version is not hashed again")
 
@@ -94,9 +117,9 @@ struct ModuleAttacherTests {
             let apiAfter = try #require(Self.state(reattached, "muster-shop-api.service"))
             let dbAfter = try #require(Self.state(reattached, "muster-shop-db.service"))
             #expect(apiAfter.action == "unchanged")
-            #expect(apiAfter.mainPID == Self.state(attached, "muster-shop-api.service")?.mainPID)
+            #expect(apiAfter.mainPID == Self.state(afterRestore, "muster-shop-api.service")?.mainPID)
             #expect(dbAfter.action == "restarted")
-            #expect(dbAfter.mainPID != Self.state(attached, "muster-shop-db.service")?.mainPID)
+            #expect(dbAfter.mainPID != Self.state(afterRestore, "muster-shop-db.service")?.mainPID)
             #expect(dbAfter.activeState == "active")
             let dbLog2 = try String(contentsOfFile: "\(fixture.logs)/muster-shop-db.service.log", encoding: .utf8)
             #expect(dbLog2.contains("db v2 in"), "log: \(dbLog2)")
