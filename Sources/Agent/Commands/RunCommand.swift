@@ -22,7 +22,9 @@ struct RunCommand: AsyncParsableCommand {
 
     @Option(
         name: .long,
-        help: "Ed25519 public key (PEM) trusted to sign modules; repeatable. Default: <state-dir>/pki/module-signing.pub.")
+        help:
+            "Ed25519 public key (PEM) trusted to sign modules; repeatable. Default: <state-dir>/pki/module-signing.pub."
+    )
     var moduleKey: [String] = []
 
     func validate() throws {

@@ -191,7 +191,8 @@ final class ModuleAttacher: Sendable {
         try saveRecord(record)
 
         let result = try await reconciler.apply(
-            module: module, desired: desired, restart: restart, log: { [configuration] name in
+            module: module, desired: desired, restart: restart,
+            log: { [configuration] name in
                 Self.logSource(configuration.output, unit: name)
             }, settle: configuration.settle)
         let failures = result.failures.compactMap(\.failureMessage).sorted()
@@ -431,7 +432,8 @@ final class ModuleAttacher: Sendable {
                 what: store.imagePath(imageDigest), where: metaWhere, type: "erofs", options: ["ro"], lazyUnmount: true),
             scope: configuration.scope)
         let rootFile = UnitFile(
-            owner: owner, unit: .init(description: "Muster module \(module) tree \(short)", after: [meta], requires: [meta]),
+            owner: owner,
+            unit: .init(description: "Muster module \(module) tree \(short)", after: [meta], requires: [meta]),
             mount: .init(
                 what: "overlay", where: rootWhere, type: "overlay",
                 options: [
@@ -489,7 +491,8 @@ final class ModuleAttacher: Sendable {
     }
 
     private static func isHexDigit(_ byte: UInt8) -> Bool {
-        (byte >= UInt8(ascii: "0") && byte <= UInt8(ascii: "9")) || (byte >= UInt8(ascii: "a") && byte <= UInt8(ascii: "f"))
+        (byte >= UInt8(ascii: "0") && byte <= UInt8(ascii: "9"))
+            || (byte >= UInt8(ascii: "a") && byte <= UInt8(ascii: "f"))
     }
 
     /// Stops and removes the module's mount units except `keeping`'s (overlay before image), removes their mount

@@ -61,7 +61,9 @@ struct ModuleFileIndex: Sendable {
     /// `trusted.overlay.redirect` of a file (`/ab/cdef…`), `nil` when it has none (an empty file).
     private static func readRedirect(_ path: String) throws -> String? {
         var buffer = [UInt8](repeating: 0, count: 512)
-        let count = buffer.withUnsafeMutableBytes { lgetxattr(path, "trusted.overlay.redirect", $0.baseAddress, $0.count) }
+        let count = buffer.withUnsafeMutableBytes {
+            lgetxattr(path, "trusted.overlay.redirect", $0.baseAddress, $0.count)
+        }
         if count < 0 {
             if errno == ENODATA { return nil }
             throw NodeModuleStore.ioError("lgetxattr trusted.overlay.redirect", path)

@@ -1,11 +1,12 @@
+import Crypto
+import Foundation
+import Shared
+
 #if canImport(CoreFoundation)
     // With MemberImportVisibility, members of glibc structs (stat, dirent, sockaddr, passwd, statvfs) may resolve to
     // CoreFoundation's copy of the headers depending on build order, so that module is imported explicitly.
     import CoreFoundation
 #endif
-import Crypto
-import Foundation
-import Shared
 
 #if canImport(Glibc)
     import Glibc

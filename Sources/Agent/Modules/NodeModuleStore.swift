@@ -1,11 +1,12 @@
+import Crypto
+import Foundation
+import Shared
+
 #if canImport(CoreFoundation)
     // With MemberImportVisibility, members of glibc structs (stat, dirent, sockaddr, passwd, statvfs) may resolve to
     // CoreFoundation's copy of the headers depending on build order, so that module is imported explicitly.
     import CoreFoundation
 #endif
-import Crypto
-import Foundation
-import Shared
 
 #if canImport(Glibc)
     import Glibc
@@ -114,14 +115,16 @@ struct NodeModuleStore: Sendable {
         }
         for object in payload.objects {
             guard ObjectDirectory.isDigest(object.digest) else {
-                throw MusterError(.invalidInput, "\(bundle.descriptorPath): object \"\(object.digest)\" is not a sha256")
+                throw MusterError(
+                    .invalidInput, "\(bundle.descriptorPath): object \"\(object.digest)\" is not a sha256")
             }
             let target = objects.path(of: object.digest)
             if FileStatus.lstat(target)?.kind == .regular { continue }
             try Self.copyFile(
                 from: bundle.objects.path(of: object.digest), to: target, expectedDigest: object.digest)
         }
-        try Self.copyFile(from: bundle.imagePath, to: imagePath(payload.image.digest), expectedDigest: payload.image.digest)
+        try Self.copyFile(
+            from: bundle.imagePath, to: imagePath(payload.image.digest), expectedDigest: payload.image.digest)
         let descriptorTarget = descriptorPath(payload.image.digest)
         if FileStatus.lstat(descriptorTarget) == nil {
             try Self.copyFile(from: bundle.descriptorPath, to: descriptorTarget, expectedDigest: nil)

@@ -46,11 +46,14 @@ struct AgentModuleConfigurationTests {
             #expect(try TrustedModuleKeys.load(["\(dir.path)/k.pub"]).count == 1)
         }
         let error = #expect(throws: MusterError.self) {
-            try TrustedModuleKeys.parse("-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n", source: "bad.pem")
+            try TrustedModuleKeys.parse(
+                "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n", source: "bad.pem")
         }
         #expect(error?.code == .invalidInput)
         #expect(error?.message.contains("bad.pem") == true)
-        #expect((#expect(throws: MusterError.self) { try TrustedModuleKeys.load(["\(dir.path)/none.pem"]) })?.code == .notFound)
+        #expect(
+            (#expect(throws: MusterError.self) { try TrustedModuleKeys.load(["\(dir.path)/none.pem"]) })?.code
+                == .notFound)
     }
 
     @Test("health reports carry units when there is a source, and reports without the key still decode")

@@ -128,7 +128,8 @@ extension SystemNode {
     /// The node's PID 1 as the host sees it (the only child of the `unshare` process).
     func initPID() throws -> pid_t {
         let text = try String(contentsOfFile: "/proc/\(pid)/task/\(pid)/children", encoding: .utf8)
-        guard let first = text.split(separator: " ").first, let child = pid_t(first.trimmingCharacters(in: .whitespacesAndNewlines))
+        guard let first = text.split(separator: " ").first,
+            let child = pid_t(first.trimmingCharacters(in: .whitespacesAndNewlines))
         else { throw UserManagerError("node \(name) has no PID 1 yet") }
         return child
     }
@@ -149,6 +150,7 @@ extension SystemNode {
     /// `/proc/self` does not resolve and the executable check fails with EBADF).
     func verifyUnits(_ paths: [String]) throws -> CommandOutput {
         try runCommand(
-            "/usr/bin/nsenter", ["-t", "\(try initPID())", "-m", "-p", "/usr/bin/systemd-analyze", "verify", "--man=no"] + paths)
+            "/usr/bin/nsenter",
+            ["-t", "\(try initPID())", "-m", "-p", "/usr/bin/systemd-analyze", "verify", "--man=no"] + paths)
     }
 }

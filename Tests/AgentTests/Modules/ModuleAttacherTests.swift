@@ -40,7 +40,9 @@ struct ModuleAttacherTests {
         report.units.first { $0.name == unit }
     }
 
-    @Test("attach starts both services, attaching again is a no-op, reattach restarts only the changed service, detach leaves nothing")
+    @Test(
+        "attach starts both services, attaching again is a no-op, reattach restarts only the changed service, detach leaves nothing"
+    )
     func lifecycle() async throws {
         try await Self.withNode { fixture, node, attacher in
             let v1 = try await fixture.build(version: "1.0.0", dbTag: "v1")
@@ -50,7 +52,8 @@ struct ModuleAttacherTests {
             let attached = try await attacher.attach(imageDigest: v1Digest)
             #expect(attached.outcome == .attached)
             #expect(attached.units.map(\.name) == ["muster-shop-api.service", "muster-shop-db.service"])
-            #expect(attached.units.allSatisfy { $0.activeState == "active" && $0.mainPID > 0 && $0.action == "started" })
+            #expect(
+                attached.units.allSatisfy { $0.activeState == "active" && $0.mainPID > 0 && $0.action == "started" })
             #expect(try node.mountPoints(under: mountPrefix).count == 2)
 
             // The api service is Type=notify with a watchdog; its environment came through quoting intact.
@@ -176,7 +179,10 @@ struct ModuleAttacherTests {
             #expect(error?.code == .digestMismatch)
             #expect(error?.message.contains(dbObject.digest) == true, "\(String(describing: error))")
             #expect(try node.mountPoints(under: fixture.store.mountsDirectory).isEmpty)
-            #expect(try FileManager.default.contentsOfDirectory(atPath: node.unitDirectory).filter { $0.hasSuffix(".mount") || $0.hasPrefix("muster-") }.isEmpty)
+            #expect(
+                try FileManager.default.contentsOfDirectory(atPath: node.unitDirectory).filter {
+                    $0.hasSuffix(".mount") || $0.hasPrefix("muster-")
+                }.isEmpty)
 
             // Restored, the version verifies (and is remembered: verifying again hashes nothing); changed again in
             // place, the cache notices the changed file and attach refuses it again.
@@ -202,8 +208,10 @@ struct ModuleAttacherTests {
     @Test("a module signed by an unknown key is refused")
     func unknownKey() async throws {
         try await Self.withNode { fixture, node, _ in
-            let digest = try fixture.store.install(bundle: try await fixture.build(version: "1.0.0")).payload.image.digest
-            let stranger = try await fixture.attacher(node: node, trustedKeys: [.init(rawRepresentation: Data(repeating: 7, count: 32))])
+            let digest = try fixture.store.install(bundle: try await fixture.build(version: "1.0.0")).payload.image
+                .digest
+            let stranger = try await fixture.attacher(
+                node: node, trustedKeys: [.init(rawRepresentation: Data(repeating: 7, count: 32))])
             let error = await #expect(throws: MusterError.self) { try await stranger.attach(imageDigest: digest) }
             #expect(error?.code == .verificationFailed)
             #expect(try node.mountPoints(under: fixture.store.mountsDirectory).isEmpty)
@@ -213,7 +221,8 @@ struct ModuleAttacherTests {
     @Test("a service that exits at once fails the attach with systemd's Result and its last log lines")
     func failingService() async throws {
         try await Self.withNode { fixture, node, attacher in
-            let manifest = ModuleAttachFixture.manifest.replacingOccurrences(of: "exec: [/bin/db, --data, /share/db]", with: "exec: [/bin/crash]")
+            let manifest = ModuleAttachFixture.manifest.replacingOccurrences(
+                of: "exec: [/bin/db, --data, /share/db]", with: "exec: [/bin/crash]")
             let bundle = try await fixture.build(
                 version: "1.0.0", manifest: manifest,
                 extra: ["/bin/crash": "#!/bin/sh\necho 'crash: cannot open the database' >&2\nexit 3\n"])
@@ -235,7 +244,8 @@ struct ModuleAttacherTests {
     @Test("a unit file with our name that is not ours is refused and never overwritten; nothing is mounted")
     func foreignUnit() async throws {
         try await Self.withNode { fixture, node, attacher in
-            let digest = try fixture.store.install(bundle: try await fixture.build(version: "1.0.0")).payload.image.digest
+            let digest = try fixture.store.install(bundle: try await fixture.build(version: "1.0.0")).payload.image
+                .digest
             let foreign = "\(node.unitDirectory)/muster-shop-db.service"
             let text = "[Service]\nExecStart=/bin/sleep 1000\n"
             try text.write(toFile: foreign, atomically: true, encoding: .utf8)
@@ -256,7 +266,8 @@ struct ModuleAttacherTests {
 /// relies on (no fs-verity).
 @Suite("node module store", .serialized, .requiresRoot)
 struct NodeModuleStoreTests {
-    @Test("install stores shared objects once, read-only; missingObjects and garbage collection keep what is referenced")
+    @Test(
+        "install stores shared objects once, read-only; missingObjects and garbage collection keep what is referenced")
     func installAndCollect() async throws {
         let fixture = try ModuleAttachFixture()
         defer { fixture.remove() }

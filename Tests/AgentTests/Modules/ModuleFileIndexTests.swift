@@ -22,12 +22,14 @@ struct ModuleFileIndexTests {
     static let base: [String: String] = [
         "/bin": "d 1777", "/bin/api": "f 755 10 /aa/1", "/bin/api-link": "l api", "/bin/db": "f 755 10 /aa/2",
         "/etc": "d 1777", "/etc/api.toml": "f 644 5 /aa/3", "/etc/shared.toml": "f 644 5 /aa/4",
-        "/share": "d 1777", "/share/db": "d 1777", "/share/db/schema.sql": "f 644 5 /aa/5", "/lib/x.so": "f 644 5 /aa/6",
+        "/share": "d 1777", "/share/db": "d 1777", "/share/db/schema.sql": "f 644 5 /aa/5",
+        "/lib/x.so": "f 644 5 /aa/6",
     ]
 
     static func fingerprints(_ entries: [String: String]) -> [String: String] {
         let index = ModuleFileIndex(entries: entries)
-        return Dictionary(uniqueKeysWithValues: manifest.services.map { ($0.name, index.fingerprint(of: $0, in: manifest)) })
+        return Dictionary(
+            uniqueKeysWithValues: manifest.services.map { ($0.name, index.fingerprint(of: $0, in: manifest)) })
     }
 
     static func changed(_ change: (inout [String: String]) -> Void) -> Set<String> {
