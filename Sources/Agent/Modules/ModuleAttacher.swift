@@ -8,9 +8,10 @@ import Shared
 #endif
 
 /// Attaches, reattaches and detaches module versions on a node (issue 3 item 5, DESIGN §5): verifies a stored
-/// version, mounts it (EROFS metadata image + overlay with the object store as data-only lower layer, both as
-/// systemd `.mount` units so the mounts live in the manager's mount namespace), writes one service unit per
-/// manifest service, daemon-reloads and starts them over D-Bus and waits until each is active or failed.
+/// version, mounts it (EROFS metadata image + overlay with the object store as data-only lower layer: as systemd
+/// `.mount` units of a system manager, so the mounts live in the manager's mount namespace, or — a user manager
+/// cannot mount — by the agent itself, ``MountMethod``), writes one service unit per manifest service,
+/// daemon-reloads and starts them over D-Bus and waits until each is active or failed.
 ///
 /// **Paths.** Version `D` of module `m` is mounted at `<store>/mnt/m-<D[0..<16]>/meta` (the EROFS image) and
 /// `…/root` (the module tree). `<store>/current/m` is a symlink to the attached version's `root`; units name files

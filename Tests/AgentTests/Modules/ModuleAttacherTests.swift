@@ -317,6 +317,29 @@ struct NodeModuleStoreTests {
         #expect(FileStatus.lstat(fixture.store.objects.path(of: object.digest)) == nil)
     }
 
+    @Test("a full disk while installing fails cleanly: no partial object under its name, no temporary left")
+    func diskFull() async throws {
+        let fixture = try ModuleAttachFixture()
+        defer { fixture.remove() }
+        let bundle = try await fixture.build(
+            version: "1.0.0", extra: ["/share/big.bin": String(repeating: "0123456789abcdef", count: 16_384)])
+        let store = NodeModuleStore(root: "\(fixture.base)/small")
+        try FileManager.default.createDirectory(atPath: store.root, withIntermediateDirectories: true)
+        // 128 KiB of tmpfs: the small objects fit, the 256 KiB one does not.
+        #expect(mount("tmpfs", store.root, "tmpfs", 0, "size=128k") == 0, "mount tmpfs: \(errno)")
+        defer { umount2(store.root, Int32(MNT_DETACH)) }
+        let error = #expect(throws: MusterError.self) { try store.install(bundle: bundle) }
+        #expect(error?.code == .io)
+        #expect(error?.message.contains("No space left on device") == true, "\(String(describing: error))")
+        let payload = try bundle.loadDescriptor().payload
+        for path in ModuleAttachFixture.files(under: store.objects.path) {
+            #expect(!(path as NSString).lastPathComponent.hasPrefix("."), "temporary left: \(path)")
+            let digest = path.replacingOccurrences(of: "/", with: "")
+            #expect(try ContentDigest.sha256(ofFileAt: "\(store.objects.path)/\(path)")?.digest == digest)
+        }
+        #expect(store.missingObjects(of: payload).contains { $0.size == 262_144 }, "the big object is not stored")
+    }
+
     /// This kernel has no fs-verity (TESTING.md): overlay's `verity=require` must fail closed — every redirected
     /// file gives EIO — which is why attach checks objects in user space. If this starts passing reads, the kernel
     /// changed: put fs-verity digests into the images and mount with `verity=require`.
