@@ -409,8 +409,8 @@ final class ModuleAttacher: Sendable {
         }
         switch configuration.mounts {
         case .units:
-            let (meta, root) = try mountUnits(module: module, imageDigest: imageDigest, mounts: mounts)
-            try await startMounts([meta, root])
+            let (meta, root, written) = try mountUnits(module: module, imageDigest: imageDigest, mounts: mounts)
+            try await startMounts([meta, root], reload: written)
         case .direct(let pid):
             try await DirectMounter(namespacePID: pid).mount(
                 image: store.imagePath(imageDigest), meta: mounts.metaWhere, objects: store.objects.path,
@@ -420,7 +420,9 @@ final class ModuleAttacher: Sendable {
     }
 
     /// Writes the two mount units of one version if they are not there.
-    private func mountUnits(module: String, imageDigest: String, mounts: VersionMounts) throws -> (UnitName, UnitName) {
+    private func mountUnits(module: String, imageDigest: String, mounts: VersionMounts) throws -> (
+        UnitName, UnitName, Bool
+    ) {
         let short = String(imageDigest.prefix(16))
         let owner = mounts.owner
         let metaWhere = mounts.metaWhere
@@ -443,14 +445,19 @@ final class ModuleAttacher: Sendable {
             scope: configuration.scope)
         try writer.preflight(metaFile, as: meta)
         try writer.preflight(rootFile, as: root)
-        try writer.write(metaFile, as: meta)
-        try writer.write(rootFile, as: root)
-        return (meta, root)
+        let metaWritten = try writer.write(metaFile, as: meta)
+        let rootWritten = try writer.write(rootFile, as: root)
+        return (meta, root, metaWritten != .unchanged || rootWritten != .unchanged)
     }
 
-    /// Reloads the manager and starts the version's mount units (image first), waiting for each.
-    private func startMounts(_ units: [UnitName]) async throws {
-        try await manager.daemonReload()
+    /// Starts the version's mount units (image first), waiting for each; reloads the manager first when their files
+    /// were written (or are not loaded).
+    private func startMounts(_ units: [UnitName], reload: Bool) async throws {
+        var reload = reload
+        if !reload {
+            for unit in units where try await manager.state(of: unit).loadState != "loaded" { reload = true }
+        }
+        if reload { try await manager.daemonReload() }
         for unit in units {
             let job = try await manager.start(unit)
             let outcome = try await manager.waitUntilSettled(
