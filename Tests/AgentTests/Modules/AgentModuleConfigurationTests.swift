@@ -14,9 +14,9 @@ struct AgentModuleConfigurationTests {
             "--state-dir", "/tmp/x", "--systemd", "user", "--unit-prefix", "acme", "--module-key", "/k1.pem",
             "--module-key", "/k2.pem",
         ])
-        #expect(run.systemd == "user")
-        #expect(run.unitPrefix == "acme")
-        #expect(run.moduleKey == ["/k1.pem", "/k2.pem"])
+        #expect(run.moduleOptions.systemd == "user")
+        #expect(run.moduleOptions.unitPrefix == "acme")
+        #expect(run.moduleOptions.moduleKey == ["/k1.pem", "/k2.pem"])
         #expect(throws: (any Error).self) { try RunCommand.parse(["--systemd", "session"]) }
         #expect(throws: (any Error).self) { try RunCommand.parse(["--unit-prefix", "Bad-Prefix"]) }
     }

@@ -154,6 +154,57 @@ struct ModuleAttacherTests {
         }
     }
 
+    static var agentExecutable: String {
+        if let dir = ProcessInfo.processInfo.environment["MUSTER_BIN_DIR"], !dir.isEmpty {
+            return "\(dir)/muster-agent"
+        }
+        let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? ""
+        return "\((exe as NSString).deletingLastPathComponent)/muster-agent"
+    }
+
+    @Test("the muster-agent binary inside the node: module install, attach, status and detach over the node's bus")
+    func agentCommandInsideNode() async throws {
+        let agent = Self.agentExecutable
+        try #require(FileManager.default.isExecutableFile(atPath: agent), "\(agent) missing: swift build first")
+        try await Self.withNode { fixture, node, attacher in
+            let bundle = try await fixture.build(version: "1.0.0")
+            let key = "\(fixture.base)/module-signing.pub"
+            try TrustedModuleKeys.pem(ModuleAttachFixture.signer.publicKey).write(
+                toFile: key, atomically: true, encoding: .utf8)
+            let state = (fixture.store.root as NSString).deletingLastPathComponent
+            // Inside the node's mount and PID namespaces, as the agent runs in production: its /run holds the
+            // node's system bus, which sd_bus_open_system finds at the default address.
+            func agentInNode(_ arguments: [String]) throws -> [String: Any] {
+                let run = try runCommand(
+                    "/usr/bin/nsenter",
+                    ["-t", "\(try node.initPID())", "-m", "-p", agent, "module"] + arguments + [
+                        "--state-dir", state, "--log-level", "warning",
+                    ])
+                #expect(run.status == 0, "muster-agent module \(arguments): \(run.stderr)")
+                let json = try JSONSerialization.jsonObject(with: Data(run.stdout.utf8), options: [.fragmentsAllowed])
+                if let object = json as? [String: Any] { return object }
+                return ["list": json]
+            }
+            let installed = try agentInNode(["install", bundle.directory])
+            let digest = try #require(installed["imageDigest"] as? String)
+            let moduleOptions = ["--unit-dir", node.unitDirectory, "--module-key", key]
+            let attached = try agentInNode(["attach", digest] + moduleOptions)
+            #expect(attached["outcome"] as? String == "attached")
+            let units = try #require(attached["units"] as? [[String: Any]])
+            #expect(units.compactMap { $0["activeState"] as? String } == ["active", "active"])
+            let status = try #require(try agentInNode(["status"] + moduleOptions)["list"] as? [[String: Any]])
+            #expect(
+                status.compactMap { $0["name"] as? String } == ["muster-shop-api.service", "muster-shop-db.service"])
+            #expect(status.allSatisfy { ($0["mainPID"] as? Int ?? 0) > 0 })
+            // The test's own attacher (same store and unit directory) sees the same.
+            #expect(
+                await attacher.attachedUnits().map(\.name) == ["muster-shop-api.service", "muster-shop-db.service"])
+            let detached = try agentInNode(["detach", "shop"] + moduleOptions)
+            #expect(detached["wasAttached"] as? Bool == true)
+            #expect(try node.mountPoints(under: fixture.store.mountsDirectory).isEmpty)
+        }
+    }
+
     @Test("a tampered object is refused before anything is mounted, also after the version was verified once")
     func tamperedObject() async throws {
         try await Self.withNode { fixture, node, attacher in
