@@ -256,6 +256,27 @@ struct ModuleAttacherTests {
         }
     }
 
+    @Test("a signed manifest with a unit-file injection is refused with the field named, before any mount")
+    func signedInjection() async throws {
+        try await Self.withNode { fixture, node, attacher in
+            let descriptor = try fixture.store.install(bundle: try await fixture.build(version: "1.0.0"))
+            var payload = descriptor.payload
+            payload.manifest.services[0].environment["MODE"] = "x\nExecStartPre=/bin/touch /tmp/pwned"
+            // Signed with the trusted key: only the manifest rules stand between this value and a unit file.
+            let forged = try ModuleAttachFixture.signer.sign(payload)
+            let path = fixture.store.descriptorPath(payload.image.digest)
+            chmod(path, 0o644)
+            try forged.encoded().write(to: URL(fileURLWithPath: path))
+            let error = await #expect(throws: MusterError.self) {
+                try await attacher.attach(imageDigest: payload.image.digest)
+            }
+            #expect(error?.code == .invalidInput)
+            #expect(error?.message.contains("services[0].env.MODE") == true, "\(String(describing: error))")
+            #expect(try node.mountPoints(under: fixture.store.mountsDirectory).isEmpty)
+            #expect(!FileManager.default.fileExists(atPath: "\(node.unitDirectory)/muster-shop-api.service"))
+        }
+    }
+
     @Test("a module signed by an unknown key is refused")
     func unknownKey() async throws {
         try await Self.withNode { fixture, node, _ in
