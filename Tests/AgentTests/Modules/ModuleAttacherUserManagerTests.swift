@@ -44,6 +44,13 @@ struct ModuleAttacherUserManagerTests {
                 let unit = try String(
                     contentsOfFile: "\(manager.unitDirectory)/muster-shop-api.service", encoding: .utf8)
                 #expect(unit.contains("(user manager)"), "user-scope sandbox profile")
+                // systemd-analyze --user verify, in the manager's mount namespace (where ExecStart= resolves).
+                let files = ["api", "db"].map { "\(manager.unitDirectory)/muster-shop-\($0).service" }
+                let verify = try runCommand(
+                    "/usr/bin/nsenter",
+                    ["-t", "\(manager.pid)", "-m", "/usr/bin/systemd-analyze", "--user", "verify", "--man=no"] + files,
+                    environment: ["XDG_RUNTIME_DIR": manager.runtimeDirectory])
+                #expect(verify.status == 0 && verify.stderr.isEmpty, "systemd-analyze verify: \(verify.stderr)")
 
                 let v2 = try fixture.store.install(bundle: try await fixture.build(version: "1.1.0", dbTag: "v2"))
                 let reattached = try await attacher.attach(imageDigest: v2.payload.image.digest)
