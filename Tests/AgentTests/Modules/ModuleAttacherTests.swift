@@ -313,6 +313,38 @@ struct ModuleAttacherTests {
         }
     }
 
+    @Test("a failed reattach keeps the unchanged service running and the old tree mounted; the next version cleans up")
+    func failedReattach() async throws {
+        try await Self.withNode { fixture, node, attacher in
+            let v1 = try fixture.store.install(bundle: try await fixture.build(version: "1.0.0", dbTag: "v1"))
+            let attached = try await attacher.attach(imageDigest: v1.payload.image.digest)
+            let broken = try fixture.store.install(
+                bundle: try await fixture.build(
+                    version: "2.0.0", extra: ["/bin/db": "#!/bin/sh\necho 'db: broken build' >&2\nexit 1\n"]))
+            let error = await #expect(throws: MusterError.self) {
+                try await attacher.attach(imageDigest: broken.payload.image.digest)
+            }
+            #expect(error?.code == .unitFailed)
+            #expect(error?.message.contains("db: broken build") == true, "\(String(describing: error))")
+            let api = try await attacher.manager.state(of: try UnitName("muster-shop-api.service"))
+            #expect(api.activeState == "active")
+            #expect(api.mainPID == Self.state(attached, "muster-shop-api.service")?.mainPID)
+            #expect(try node.mountPoints(under: fixture.store.mountsDirectory).count == 4, "both versions mounted")
+            #expect(try attacher.attachedModules().first?.imageDigest == broken.payload.image.digest)
+
+            let v3 = try fixture.store.install(bundle: try await fixture.build(version: "3.0.0", dbTag: "v3"))
+            let fixed = try await attacher.attach(imageDigest: v3.payload.image.digest)
+            #expect(fixed.outcome == .reattached)
+            #expect(fixed.units.allSatisfy { $0.activeState == "active" })
+            #expect(Self.state(fixed, "muster-shop-db.service")?.action == "restarted")
+            #expect(Self.state(fixed, "muster-shop-api.service")?.action == "unchanged")
+            let mounts = try node.mountPoints(under: fixture.store.mountsDirectory)
+            #expect(
+                mounts.count == 2 && mounts.allSatisfy { $0.contains(String(v3.payload.image.digest.prefix(16))) },
+                "\(mounts)")
+        }
+    }
+
     @Test("a unit file with our name that is not ours is refused and never overwritten; nothing is mounted")
     func foreignUnit() async throws {
         try await Self.withNode { fixture, node, attacher in
