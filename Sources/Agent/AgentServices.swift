@@ -1,3 +1,4 @@
+import Foundation
 import Logging
 import ServiceLifecycle
 import Shared
@@ -13,13 +14,21 @@ public enum AgentServices {
 
     /// - Throws: ``MusterError`` `.io` when the task journal cannot be opened.
     public static func make(configuration: AgentConfiguration, logger: Logger) throws -> Assembly {
+        try make(configuration: configuration, attacher: nil, logger: logger)
+    }
+
+    /// The daemon; with an `attacher`, heartbeats list the attached modules' units.
+    static func make(configuration: AgentConfiguration, attacher: ModuleAttacher?, logger: Logger) throws -> Assembly {
         let runner = try makeTaskRunner(configuration: configuration, logger: logger)
+        var units: (@Sendable () async -> [UnitStatus])?
+        if let attacher { units = { await attacher.attachedUnits() } }
+        let health = HealthCollector(stateDirectory: configuration.stateDirectory, units: units)
         let session = CoordinatorSession(
             configuration: CoordinatorSession.Configuration(
                 stateDirectory: configuration.stateDirectory, backoff: configuration.backoff,
                 minimumHeartbeatInterval: configuration.minimumHeartbeatInterval,
                 maxFrameBytes: configuration.maxFrameBytes),
-            tasks: runner, logger: logger)
+            tasks: runner, health: health, logger: logger)
         let group = ServiceGroup(
             configuration: ServiceGroupConfiguration(
                 services: [
@@ -47,5 +56,32 @@ public enum AgentServices {
                 .editConfig: EditConfig(),
             ],
             logger: taskLogger)
+    }
+
+    /// The module attacher of `configuration.modules`: connects to the chosen systemd manager over D-Bus and trusts
+    /// the configured module signing keys. `nil` when no key is configured and the default key file is absent
+    /// (the node then attaches no modules).
+    ///
+    /// - Throws: `MusterError` `.connectionFailed` (no manager), `.notFound`/`.invalidInput` (a configured key).
+    static func makeModuleAttacher(configuration: AgentConfiguration, logger: Logger) async throws -> ModuleAttacher? {
+        let modules = configuration.modules
+        var keyFiles = modules.trustedKeyFiles
+        if keyFiles.isEmpty {
+            let fallback = TrustedModuleKeys.defaultPath(stateDirectory: configuration.stateDirectory)
+            guard FileManager.default.fileExists(atPath: fallback) else { return nil }
+            keyFiles = [fallback]
+        }
+        let keys = try TrustedModuleKeys.load(keyFiles)
+        let manager = try await SystemdManager.connect(modules.systemd)
+        var attacherConfiguration = ModuleAttacher.Configuration()
+        attacherConfiguration.scope = modules.systemd
+        // A user manager cannot run .mount units: the agent mounts itself, in its own (the manager's) namespace.
+        attacherConfiguration.mounts = modules.systemd == .system ? .units : .direct(namespacePID: nil)
+        var moduleLogger = logger
+        moduleLogger[metadataKey: "component"] = "modules"
+        return ModuleAttacher(
+            store: NodeModuleStore(stateDirectory: configuration.stateDirectory), manager: manager,
+            unitDirectory: modules.effectiveUnitDirectory(environment: ProcessInfo.processInfo.environment),
+            prefix: modules.unitPrefix, trustedKeys: keys, configuration: attacherConfiguration, logger: moduleLogger)
     }
 }

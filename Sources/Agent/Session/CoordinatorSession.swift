@@ -48,11 +48,14 @@ public final class CoordinatorSession: Service {
     public let tasks: TaskRunner?
     private let statusBox = Mutex(Status())
 
-    public init(configuration: Configuration, tasks: TaskRunner? = nil, logger: Logger) {
+    /// - Parameter health: what heartbeats report; default: host health of the state directory, no units.
+    public init(
+        configuration: Configuration, tasks: TaskRunner? = nil, health: HealthCollector? = nil, logger: Logger
+    ) {
         self.configuration = configuration
         self.tasks = tasks
         self.logger = logger
-        self.health = HealthCollector(stateDirectory: configuration.stateDirectory)
+        self.health = health ?? HealthCollector(stateDirectory: configuration.stateDirectory)
     }
 
     public var status: Status { statusBox.withLock { $0 } }
@@ -280,7 +283,7 @@ public final class CoordinatorSession: Service {
     }
 
     private func sendHeartbeat(_ outbound: NIOAsyncChannelOutboundWriter<Envelope>) async throws {
-        try await outbound.write(try Message.heartbeat(Heartbeat(report: health.collect())).envelope())
+        try await outbound.write(try Message.heartbeat(Heartbeat(report: await health.report())).envelope())
         statusBox.withLock { $0.heartbeatsSent += 1 }
     }
 }
