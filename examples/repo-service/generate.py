@@ -128,7 +128,12 @@ def build_repository(rng, git_dir, name, n_commits, start_ts, payload_kb, work):
     """Creates a bare repository with n_commits real commits (git fast-import); returns [(sha, ts, msg, author)]."""
     git("init", "--quiet", "--bare", "--initial-branch=main", git_dir)
     git("--git-dir", git_dir, "config", "core.logAllRefUpdates", "false")
-    stream = io.BytesIO()
+    marks = os.path.join(work, f"{name}.marks")
+    importer = subprocess.Popen(
+        ["git", "--git-dir", git_dir, "fast-import", "--quiet", f"--export-marks={marks}"],
+        stdin=subprocess.PIPE, env=git_env(),
+    )
+    stream = io.BufferedWriter(importer.stdin, buffer_size=1 << 20)  # streamed: memory stays flat
 
     def data(payload):
         if isinstance(payload, str):
@@ -149,7 +154,7 @@ def build_repository(rng, git_dir, name, n_commits, start_ts, payload_kb, work):
             message = f"Initial import of {name}"
         lines = files.setdefault(f"src/{module}.py", [])
         lines.append(f"# {i}: {message} ({rng.getrandbits(32):08x})")
-        del lines[:-200]
+        del lines[:-40]
         stream.write(b"commit refs/heads/main\n")
         stream.write(b"mark :%d\n" % (i + 1))
         ident = f"{person[0]} <{person[1]}> {ts} +0000"
@@ -165,8 +170,10 @@ def build_repository(rng, git_dir, name, n_commits, start_ts, payload_kb, work):
         data("\n".join(lines) + "\n")
         stream.write(b"\n")
         commits.append((ts, message, person[0]))
-    marks = os.path.join(work, f"{name}.marks")
-    git("--git-dir", git_dir, "fast-import", "--quiet", f"--export-marks={marks}", input=stream.getvalue())
+    stream.flush()
+    importer.stdin.close()
+    if importer.wait() != 0:
+        raise RuntimeError(f"git fast-import into {git_dir} failed (exit {importer.returncode})")
     shas = {}
     with open(marks) as f:
         for line in f:
