@@ -103,9 +103,9 @@ ROOT=$T/srv/app
 REPOS=6
 COMMITS=400
 SNAPSHOTS=2
-"$PY" "$HERE/generate.py" --root "$ROOT" --repos $REPOS --commits $COMMITS --snapshots $SNAPSHOTS --seed 7 \
+"$PY" "$HERE/generate.py" --root "$ROOT" --repos $REPOS --commits $COMMITS --snapshots $SNAPSHOTS --seed 4 \
     >"$T/generate.json" || fail "generate.py failed"
-"$PY" "$HERE/generate.py" --root "$T/again" --repos $REPOS --commits $COMMITS --snapshots $SNAPSHOTS --seed 7 \
+"$PY" "$HERE/generate.py" --root "$T/again" --repos $REPOS --commits $COMMITS --snapshots $SNAPSHOTS --seed 4 \
     >/dev/null || fail "generate.py (second run) failed"
 DB=$ROOT/db/repo.db
 cmp -s <(sqlite3 "$DB" .dump) <(sqlite3 "$T/again/db/repo.db" .dump) || fail "generate.py is not deterministic (database)"
@@ -123,6 +123,8 @@ grep -q -- "--force" "$T/gen-err" || fail "generate.py refusal does not mention 
 expect_eq "repositories rows" "$(sqlite3 "$DB" 'select count(*) from repositories')" $REPOS
 expect_eq "commits rows" "$(sqlite3 "$DB" 'select count(*) from commits')" $COMMITS
 expect_eq "snapshots rows" "$(sqlite3 "$DB" 'select count(*) from snapshots')" $((REPOS * SNAPSHOTS))
+[ "$(sqlite3 "$DB" 'select count(*) from repositories where archived')" -gt 0 ] ||
+    fail "no archived repository with this seed (the boolean column would go untested)"
 expect_eq "alias files" "$(find "$ROOT/aliases" -name '*.json' | wc -l)" $REPOS
 for g in "$ROOT"/golden-repos/*.git; do
     git --git-dir "$g" fsck --no-progress >/dev/null 2>&1 || fail "git fsck $g"
