@@ -308,4 +308,21 @@ stop_app
 mv "$ROOT.away" "$ROOT"
 expect_eq "SQLite source unchanged after everything" "$(sha256sum "$DB" | cut -d' ' -f1)" "$sha_before"
 pass "cluster: migrate-sqlite into schema app, aliases rewritten on the volume copy; /health /stats /repos /search equal to standalone; 503 while PostgreSQL is down"
+
+# ------------------------------------------------------------------------------------------ seed.yaml
+# The profile itself, against the default generated layout relocated into the temp dir (profile_check.py: a
+# stand-in for the workflow's file steps, to prove seed.yaml matches generate.py and app.py).
+YAML_PY=
+for candidate in python3 /usr/bin/python3; do
+    if command -v "$candidate" >/dev/null && "$candidate" -c 'import yaml' 2>/dev/null; then YAML_PY=$candidate; break; fi
+done
+if [ -z "$YAML_PY" ]; then
+    say "SKIPPED seed.yaml part: no python3 with PyYAML (package python3-yaml)"
+else
+    psql "$PG_THROWAWAY_URL" -qXc 'CREATE DATABASE repo_service' >/dev/null || fail "cannot create database repo_service"
+    "$YAML_PY" "$HERE/profile_check.py" --profile "$HERE/seed.yaml" --base "$T/profile" --port "$(free_port)" \
+        --target "${PG_THROWAWAY_URL/\/postgres\?//repo_service?}" --muster-agent "$MUSTER_AGENT" --python "$PY" ||
+        fail "seed.yaml does not match the default installation (log: $T/profile/app-profile.log)"
+    pass "seed.yaml: shape as SeedProfile.swift; on the default layout every check passes in cluster mode, standalone files untouched"
+fi
 say "all passed"
