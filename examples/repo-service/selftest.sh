@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
 # selftest.sh: end-to-end test of the example service on this machine.
 #
-#   examples/repo-service/selftest.sh [--no-cluster] [--keep]
+#   examples/repo-service/selftest.sh [--no-systemd] [--no-cluster] [--keep]
 #
 # Standalone part (needs python3, sqlite3, git): generates a small installation in a temp dir, checks the
 # generator is deterministic, runs app.py on a free port and checks /health, /repos (every repository exists,
 # every head resolves and equals `git rev-parse HEAD` and the newest commit in the database), /search (against
 # sqlite3 and git), /stats (against sqlite3), a missing repository reported as missing, a refused config; stops it.
+#
+# systemd part (root only, skipped otherwise): the real unit file in a private systemd user manager (own
+# cgroup, own mount namespace, as TESTING.md describes), with a drop-in pointing ExecStart at this checkout and
+# the output at a file: it starts and answers, a SIGKILLed process is restarted (Restart=on-failure), SIGTERM
+# stops it cleanly, and a refused config leaves it failed with exit status 2 and no restart loop.
 #
 # Cluster part (skipped with a message unless PostgreSQL 15 server binaries, psycopg2 and a built
 # muster-agent are there; MUSTER_AGENT=path overrides the binary): a throwaway PostgreSQL, `muster-agent
@@ -20,12 +25,14 @@ set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 PY=${PYTHON:-/usr/bin/python3}
 CLUSTER=1
+SYSTEMD=1
 KEEP=0
 for arg in "$@"; do
     case $arg in
         --no-cluster) CLUSTER=0 ;;
+        --no-systemd) SYSTEMD=0 ;;
         --keep) KEEP=1 ;;
-        *) echo "usage: $0 [--no-cluster] [--keep]" >&2; exit 2 ;;
+        *) echo "usage: $0 [--no-systemd] [--no-cluster] [--keep]" >&2; exit 2 ;;
     esac
 done
 
@@ -43,10 +50,72 @@ cleanup() {
         wait "$APP_PID" 2>/dev/null || true
     fi
     if [ "$PG_STARTED" = 1 ]; then pg_throwaway_stop || true; fi
+    um_stop
     if [ "$KEEP" = 1 ]; then say "kept $T"; else rm -rf "$T"; fi
     exit "$rc"
 }
 trap cleanup EXIT
+
+# A systemd user manager of our own (the steps of TESTING.md's usermgr recipe): its own cgroup in every
+# hierarchy (a manager started from the root cgroup would take over the machine's whole tree), its own mount
+# namespace with a tmpfs on /run/systemd, its own XDG directories under $T/um.
+UM_PID=
+UM_CG=repo-service-selftest-$$
+um_hierarchies() { for h in /sys/fs/cgroup/*/; do [ -f "$h/cgroup.procs" ] && echo "${h%/}"; done; }
+um_start() {
+    local base=$T/um h
+    mkdir -p "$base"/{xdg,cfg/systemd/user,data,home,state,cache}
+    chmod 700 "$base/xdg"
+    for h in $(um_hierarchies); do mkdir -p "$h/$UM_CG"; done
+    if [ -f /sys/fs/cgroup/cpuset/cpuset.cpus ]; then
+        cat /sys/fs/cgroup/cpuset/cpuset.cpus >"/sys/fs/cgroup/cpuset/$UM_CG/cpuset.cpus"
+        cat /sys/fs/cgroup/cpuset/cpuset.mems >"/sys/fs/cgroup/cpuset/$UM_CG/cpuset.mems"
+    fi
+    setsid bash -c '
+        for h in '"$(um_hierarchies | tr '\n' ' ')"'; do echo $$ > "$h/'"$UM_CG"'/cgroup.procs"; done
+        exec unshare -m --propagation private sh -c "
+            mount -t tmpfs -o mode=755 tmpfs /run/systemd && mkdir /run/systemd/system &&
+            exec env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME='"$base"'/home USER=root LOGNAME=root \
+                XDG_RUNTIME_DIR='"$base"'/xdg XDG_CONFIG_HOME='"$base"'/cfg XDG_DATA_HOME='"$base"'/data \
+                XDG_STATE_HOME='"$base"'/state XDG_CACHE_HOME='"$base"'/cache \
+                /lib/systemd/systemd --user --log-target=console --log-level=notice"
+    ' >"$base/log" 2>&1 </dev/null &
+    UM_PID=$!
+    export XDG_RUNTIME_DIR=$base/xdg DBUS_SESSION_BUS_ADDRESS=unix:path=$base/xdg/bus
+    local i
+    for ((i = 0; i < 300; i++)); do
+        systemctl --user show -p Version --value >/dev/null 2>&1 && return 0
+        kill -0 "$UM_PID" 2>/dev/null || break
+        sleep 0.1
+    done
+    fail "the systemd user manager did not come up (log: $base/log)"
+}
+um_stop() {
+    [ -n "$UM_PID" ] || return 0
+    local i p h
+    if kill -0 "$UM_PID" 2>/dev/null; then
+        kill -TERM "$UM_PID" 2>/dev/null || true
+        for ((i = 0; i < 100; i++)); do kill -0 "$UM_PID" 2>/dev/null || break; sleep 0.05; done
+        kill -KILL "$UM_PID" 2>/dev/null || true
+    fi
+    # anything left in the manager's cgroup (its services), by PID
+    for p in $(find "/sys/fs/cgroup/systemd/$UM_CG" -name cgroup.procs -exec cat {} + 2>/dev/null); do
+        kill -KILL "$p" 2>/dev/null || true
+    done
+    sleep 0.1
+    for h in $(um_hierarchies); do
+        if [ -d "$h/$UM_CG" ]; then find "$h/$UM_CG" -depth -type d -exec rmdir {} + 2>/dev/null || true; fi
+    done
+    UM_PID=
+}
+# unit_prop PROPERTY -> its value for repo-service.service in our manager
+unit_prop() { systemctl --user show repo-service.service -p "$1" --value; }
+# wait_unit PROPERTY VALUE: up to 20 s
+wait_unit() {
+    local i
+    for ((i = 0; i < 200; i++)); do [ "$(unit_prop "$1")" = "$2" ] && return 0; sleep 0.1; done
+    fail "repo-service.service: $1 is '$(unit_prop "$1")', expected '$2' (log: $T/unit.log)"
+}
 
 free_port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
@@ -217,6 +286,57 @@ expect_eq "/repos missing after moving $victim away" "$(json "$T/repos-missing.j
 expect_eq "/repos $victim exists" "$(json "$T/repos-missing.json" 'd["repositories"][0]["exists"]')" false
 stop_app
 pass "standalone: /health, /stats = sqlite3, /repos heads = git = database, /search = sqlite3 and git, missing repo reported, clean stop"
+
+# ------------------------------------------------------------------------------------------ systemd
+if [ "$SYSTEMD" = 0 ]; then
+    say "systemd part skipped (--no-systemd)"
+elif [ "$(id -u)" != 0 ] || [ ! -x /lib/systemd/systemd ] || ! command -v unshare >/dev/null; then
+    say "SKIPPED systemd part: needs root, /lib/systemd/systemd and unshare"
+else
+    systemd-analyze verify --man=no "$HERE/repo-service.service" >"$T/verify.out" 2>&1 ||
+        fail "systemd-analyze verify: $(cat "$T/verify.out")"
+    [ ! -s "$T/verify.out" ] || fail "systemd-analyze verify printed: $(cat "$T/verify.out")"
+    um_start
+    units=$T/um/cfg/systemd/user
+    cp "$HERE/repo-service.service" "$units/"
+    mkdir -p "$units/repo-service.service.d"
+    PORT=$(free_port)
+    URL=http://127.0.0.1:$PORT
+    unit_config=$T/unit-config.json
+    "$PY" -c 'import json,sys; c=json.load(open(sys.argv[1])); c["listen"]=sys.argv[3]; json.dump(c,open(sys.argv[2],"w"))' \
+        "$ROOT/config.json" "$unit_config" "127.0.0.1:$PORT"
+    printf '%s\n' "[Service]" "ExecStart=" "ExecStart=$PY $HERE/app.py --config $unit_config" \
+        "StandardOutput=append:$T/unit.log" "StandardError=append:$T/unit.log" \
+        >"$units/repo-service.service.d/selftest.conf"
+    APP_LOG=$T/unit.log
+    systemctl --user daemon-reload
+    systemctl --user start repo-service.service
+    wait_unit ActiveState active
+    for ((i = 0; i < 100; i++)); do [ "$(fetch "$URL/health" /dev/null)" = 200 ] && break; sleep 0.1; done
+    expect_eq "unit: /health" "$(fetch "$URL/health" "$T/health.json")/$(json "$T/health.json" 'd["mode"]')" 200/sqlite
+    first=$(unit_prop MainPID)
+    kill -KILL "$first"
+    wait_unit NRestarts 1
+    wait_unit ActiveState active
+    [ "$(unit_prop MainPID)" != "$first" ] || fail "unit: not restarted after SIGKILL"
+    for ((i = 0; i < 100; i++)); do [ "$(fetch "$URL/health" /dev/null)" = 200 ] && break; sleep 0.1; done
+    expect_eq "unit: /stats after the restart" "$(fetch "$URL/stats" /dev/null)" 200
+    systemctl --user stop repo-service.service
+    expect_eq "unit: stopped by SIGTERM" "$(unit_prop ActiveState)/$(unit_prop Result)/$(unit_prop ExecMainStatus)" \
+        inactive/success/0
+    "$PY" -c 'import json,sys; c=json.load(open(sys.argv[1])); c["storage_mode"]="mongo"; json.dump(c,open(sys.argv[1],"w"))' \
+        "$unit_config"
+    systemctl --user start repo-service.service || true
+    wait_unit ActiveState failed
+    sleep 3 # RestartSec=2s: a restart would have happened by now
+    expect_eq "unit: refused config" "$(unit_prop ActiveState)/$(unit_prop ExecMainStatus)/$(unit_prop NRestarts)" failed/2/0
+    grep -q 'refusing to start: .*storage_mode: unknown value "mongo"' "$T/unit.log" ||
+        fail "unit: no clear refusal in the log"
+    um_stop
+    unset XDG_RUNTIME_DIR DBUS_SESSION_BUS_ADDRESS
+    APP_LOG=
+    pass "systemd: the unit starts and answers, is restarted after SIGKILL, stops cleanly, stays failed (exit 2, no restart) on a refused config"
+fi
 
 # ------------------------------------------------------------------------------------------ cluster
 if [ "$CLUSTER" = 0 ]; then
