@@ -258,7 +258,7 @@ json "$T/repos-standalone.json" '"\n".join("%s %s %s %s" % (r["name"], r["path"]
 expect_eq "/repos snapshots all exist" "$(json "$T/repos-standalone.json" 'all(s["exists"] for r in d["repositories"] for s in r["snapshots"]) and sum(len(r["snapshots"]) for r in d["repositories"])')" \
     $((REPOS * SNAPSHOTS))
 
-for q in fix "Initial import" "race in the" "100%" "under_score"; do
+for q in fix FIX "Initial import" "race in the" "race_in" "100%" "it's"; do
     qs=$("$PY" -c 'import urllib.parse,sys; print(urllib.parse.quote(sys.argv[1]))' "$q")
     out=$T/search-standalone-$qs.json
     expect_eq "/search?q=$q status" "$(fetch "$URL/search?q=$qs&limit=1000" "$out")" 200
@@ -273,6 +273,10 @@ for q in fix "Initial import" "race in the" "100%" "under_score"; do
 done
 expect_eq "/search?q=Initial import" "$(json "$T/search-standalone-Initial%20import.json" 'd["count"]')" $REPOS
 [ "$(json "$T/search-standalone-fix.json" 'd["count"]')" -gt 0 ] || fail "/search?q=fix found nothing"
+expect_eq "/search is case-insensitive" "$(json "$T/search-standalone-FIX.json" 'd["count"]')" \
+    "$(json "$T/search-standalone-fix.json" 'd["count"]')"
+[ "$(json "$T/search-standalone-race%20in%20the.json" 'd["count"]')" -gt 0 ] || fail "/search?q=race in the found nothing"
+expect_eq "/search: _ is literal, not a wildcard" "$(json "$T/search-standalone-race_in.json" 'd["count"]')" 0
 expect_eq "/search default limit" "$(fetch "$URL/search?q=e" "$T/s.json")/$(json "$T/s.json" 'd["returned"]')" 200/50
 expect_eq "/search without q" "$(fetch "$URL/search" /dev/null)" 400
 expect_eq "unknown endpoint" "$(fetch "$URL/nope" /dev/null)" 404
