@@ -19,7 +19,8 @@
 # with sed, the standalone tree moved away, config switched to postgres; the same endpoints must give the same
 # answers; /health turns 503 when PostgreSQL stops.
 #
-# Exits non-zero on the first failure. Cleans up what it started (by PID) and its temp dir (unless --keep).
+# With CI=true a part that would be skipped fails instead. Exits non-zero on the first failure. Cleans up what it
+# started (by PID) and its temp dir (unless --keep).
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -39,6 +40,8 @@ done
 say() { printf 'selftest: %s\n' "$*" >&2; }
 fail() { say "FAIL: $*"; [ -n "${APP_LOG:-}" ] && [ -f "$APP_LOG" ] && tail -n 20 "$APP_LOG" >&2; exit 1; }
 pass() { say "ok   $*"; }
+# skip_part REASON: a part that cannot run here is skipped, except under CI=true, where that is a failure
+skip_part() { if [ "${CI:-}" = true ]; then fail "CI=true, cannot skip: $*"; else say "SKIPPED $*"; fi; }
 
 T=$(mktemp -d /tmp/repo-service-selftest.XXXXXX)
 APP_PID=
@@ -55,6 +58,7 @@ cleanup() {
     exit "$rc"
 }
 trap cleanup EXIT
+trap 'exit 143' TERM INT
 
 # A systemd user manager of our own (the steps of TESTING.md's usermgr recipe): its own cgroup in every
 # hierarchy (a manager started from the root cgroup would take over the machine's whole tree), its own mount
@@ -295,7 +299,7 @@ pass "standalone: /health, /stats = sqlite3, /repos heads = git = database, /sea
 if [ "$SYSTEMD" = 0 ]; then
     say "systemd part skipped (--no-systemd)"
 elif [ "$(id -u)" != 0 ] || [ ! -x /lib/systemd/systemd ] || ! command -v unshare >/dev/null; then
-    say "SKIPPED systemd part: needs root, /lib/systemd/systemd and unshare"
+    skip_part "systemd part: needs root, /lib/systemd/systemd and unshare"
 else
     systemd-analyze verify --man=no "$HERE/repo-service.service" >"$T/verify.out" 2>&1 ||
         fail "systemd-analyze verify: $(cat "$T/verify.out")"
@@ -360,7 +364,7 @@ skip=
 [ -n "$MUSTER_AGENT" ] && [ -x "$MUSTER_AGENT" ] || skip="no muster-agent binary (swift build, or MUSTER_AGENT=path)"
 [ -f "$REPO_TOP/scripts/lib/pg.sh" ] || skip="no scripts/lib/pg.sh"
 if [ -n "$skip" ]; then
-    say "SKIPPED cluster part: $skip"
+    skip_part "cluster part: $skip"
     exit 0
 fi
 # shellcheck source=../../scripts/lib/common.sh
@@ -437,11 +441,11 @@ pass "cluster: migrate-sqlite into schema app, aliases rewritten on the volume c
 # The profile itself, against the default generated layout relocated into the temp dir (profile_check.py: a
 # stand-in for the workflow's file steps, to prove seed.yaml matches generate.py and app.py).
 YAML_PY=
-for candidate in python3 /usr/bin/python3; do
+for candidate in /usr/bin/python3 python3; do
     if command -v "$candidate" >/dev/null && "$candidate" -c 'import yaml' 2>/dev/null; then YAML_PY=$candidate; break; fi
 done
 if [ -z "$YAML_PY" ]; then
-    say "SKIPPED seed.yaml part: no python3 with PyYAML (package python3-yaml)"
+    skip_part "seed.yaml part: no python3 with PyYAML (package python3-yaml)"
 else
     psql "$PG_THROWAWAY_URL" -qXc 'CREATE DATABASE repo_service' >/dev/null || fail "cannot create database repo_service"
     "$YAML_PY" "$HERE/profile_check.py" --profile "$HERE/seed.yaml" --base "$T/profile" --port "$(free_port)" \
