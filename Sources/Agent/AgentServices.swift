@@ -54,6 +54,10 @@ public enum AgentServices {
                 .checkHealth: CheckHealth(collector: HealthCollector(stateDirectory: configuration.stateDirectory)),
                 .rewriteJSONPaths: RewriteJSONPaths(),
                 .editConfig: EditConfig(),
+                .migrateSQLite: MigrateSQLiteTask(logger: taskLogger),
+                .controlUnit: ControlUnit(
+                    connect: { try await SystemdManager.connect(configuration.modules.systemd) },
+                    log: .journal(directory: nil)),
             ],
             logger: taskLogger)
     }
