@@ -14,14 +14,18 @@ public struct CheckHealth: TaskHandler {
         public var http: [String]?
         public var tcp: [String]?
         public var paths: [String]?
+        /// HTTP requests with an expected status and JSON values (the seed profile's checks).
+        public var requests: [Request]?
         public var timeoutMilliseconds: Int?
 
         public init(
-            http: [String]? = nil, tcp: [String]? = nil, paths: [String]? = nil, timeoutMilliseconds: Int? = nil
+            http: [String]? = nil, tcp: [String]? = nil, paths: [String]? = nil, requests: [Request]? = nil,
+            timeoutMilliseconds: Int? = nil
         ) {
             self.http = http
             self.tcp = tcp
             self.paths = paths
+            self.requests = requests
             self.timeoutMilliseconds = timeoutMilliseconds
         }
     }
@@ -65,7 +69,9 @@ public struct CheckHealth: TaskHandler {
         }
         let timeout = Duration.milliseconds(min(max(checks.timeoutMilliseconds ?? 3000, 10), 60000))
         var outcomes: [Check] = []
-        let total = (checks.http?.count ?? 0) + (checks.tcp?.count ?? 0) + (checks.paths?.count ?? 0)
+        let total =
+            (checks.http?.count ?? 0) + (checks.tcp?.count ?? 0) + (checks.paths?.count ?? 0)
+            + (checks.requests?.count ?? 0)
         for path in checks.paths ?? [] {
             outcomes.append(Self.checkPath(path))
         }
@@ -75,6 +81,10 @@ public struct CheckHealth: TaskHandler {
         }
         for url in checks.http ?? [] {
             outcomes.append(await Self.checkHTTP(url, timeout: timeout))
+            await progress(.object(["done": .number(Double(outcomes.count)), "total": .number(Double(total))]))
+        }
+        for request in checks.requests ?? [] {
+            outcomes.append(await Self.checkRequest(request, timeout: timeout))
             await progress(.object(["done": .number(Double(outcomes.count)), "total": .number(Double(total))]))
         }
         let failed = outcomes.filter { !$0.ok }
@@ -139,46 +149,136 @@ public struct CheckHealth: TaskHandler {
         func done(_ ok: Bool, _ detail: String) -> Check {
             Check(kind: .http, target: url, ok: ok, detail: detail, milliseconds: (clock.now - start).wireMilliseconds)
         }
-        guard let components = URLComponents(string: url), components.scheme == "http", let host = components.host
-        else {
-            return done(false, "only http://HOST[:PORT]/PATH URLs are supported")
-        }
-        let port = components.port ?? 80
-        let path = components.percentEncodedPath.isEmpty ? "/" : components.percentEncodedPath
-        let query = components.percentEncodedQuery.map { "?\($0)" } ?? ""
-        let request =
-            "GET \(path)\(query) HTTP/1.0\r\nHost: \(host):\(port)\r\nUser-Agent: muster-agent/\(MusterVersion.current)\r\nConnection: close\r\n\r\n"
         do {
-            let status = try await withDeadline(
-                timeout, onTimeout: { MusterError(.timeout, "no answer within \(timeout)") }
-            ) {
-                let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-                    .connectTimeout(.milliseconds(Int64(timeout.wireMilliseconds)))
-                    .connect(host: host, port: port) { channel in
-                        channel.eventLoop.makeCompletedFuture {
-                            try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel)
-                        }
-                    }
-                return try await channel.executeThenClose { inbound, outbound in
-                    try await outbound.write(ByteBuffer(string: request))
-                    var head = ""
-                    for try await chunk in inbound {
-                        head += String(buffer: chunk)
-                        if let end = head.range(of: "\r\n") {
-                            return parseStatus(String(head[..<end.lowerBound]))
-                        }
-                        if head.count > 8192 { break }
-                    }
-                    return parseStatus(head)
-                }
-            }
-            guard let status else { return done(false, "not an HTTP answer") }
+            let (status, _) = try await fetch(url, timeout: timeout, readBody: false)
             return done((200..<400).contains(status), "HTTP \(status)")
         } catch let error as MusterError {
             return done(false, error.message)
         } catch {
             return done(false, "\(error)")
         }
+    }
+
+    /// An HTTP request whose answer must have `status` (default 200) and, for each JSON pointer in `json`, that
+    /// value in the JSON body (e.g. `{"/count": 20, "/mode": "postgres"}`).
+    public struct Request: Codable, Sendable, Equatable {
+        public var name: String?
+        public var url: String
+        public var status: Int?
+        public var json: [String: JSONValue]?
+
+        public init(name: String? = nil, url: String, status: Int? = nil, json: [String: JSONValue]? = nil) {
+            self.name = name
+            self.url = url
+            self.status = status
+            self.json = json
+        }
+    }
+
+    static func checkRequest(_ request: Request, timeout: Duration) async -> Check {
+        let clock = ContinuousClock()
+        let start = clock.now
+        let target = request.name.map { "\($0) (\(request.url))" } ?? request.url
+        func done(_ ok: Bool, _ detail: String) -> Check {
+            Check(
+                kind: .http, target: target, ok: ok, detail: detail, milliseconds: (clock.now - start).wireMilliseconds)
+        }
+        do {
+            let (status, body) = try await fetch(request.url, timeout: timeout, readBody: request.json != nil)
+            let expected = request.status ?? 200
+            guard status == expected else { return done(false, "HTTP \(status), expected \(expected)") }
+            guard let expectations = request.json, !expectations.isEmpty else { return done(true, "HTTP \(status)") }
+            let scan: JSONScan
+            do {
+                scan = try JSONScan(body)
+            } catch let error as MusterError {
+                return done(false, "HTTP \(status), but the body is \(error.message)")
+            }
+            var problems: [String] = []
+            for (text, want) in expectations.sorted(by: { $0.key < $1.key }) {
+                guard let pointer = try? JSONPointer(text) else {
+                    problems.append("\(text) is not a JSON pointer")
+                    continue
+                }
+                guard let range = scan.values.first(where: { pointer.matches($0.key) })?.value,
+                    let found = try? JSONDecoder().decode(JSONValue.self, from: Data(body[range]))
+                else {
+                    problems.append("\(text) is missing")
+                    continue
+                }
+                if found != want {
+                    problems.append(
+                        "\(text) is \(String(decoding: body[range].prefix(200), as: UTF8.self)), expected \(Self.render(want))"
+                    )
+                }
+            }
+            return problems.isEmpty
+                ? done(true, "HTTP \(status), \(expectations.count) JSON values as expected")
+                : done(false, problems.joined(separator: "; "))
+        } catch let error as MusterError {
+            return done(false, error.message)
+        } catch {
+            return done(false, "\(error)")
+        }
+    }
+
+    static func render(_ value: JSONValue) -> String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        return (try? String(decoding: encoder.encode(value), as: UTF8.self)) ?? "\(value)"
+    }
+
+    /// Largest body read for JSON checks.
+    static let maximumBodyBytes = 16 << 20
+
+    /// GETs `url` over HTTP/1.0 (no keep-alive, no chunking) and returns the status and, when asked, the body.
+    static func fetch(_ url: String, timeout: Duration, readBody: Bool) async throws -> (Int, [UInt8]) {
+        guard let components = URLComponents(string: url), components.scheme == "http", let host = components.host
+        else {
+            throw MusterError(.invalidInput, "only http://HOST[:PORT]/PATH URLs are supported")
+        }
+        let port = components.port ?? 80
+        let path = components.percentEncodedPath.isEmpty ? "/" : components.percentEncodedPath
+        let query = components.percentEncodedQuery.map { "?\($0)" } ?? ""
+        let request =
+            "GET \(path)\(query) HTTP/1.0\r\nHost: \(host):\(port)\r\nUser-Agent: muster-agent/\(MusterVersion.current)\r\nConnection: close\r\n\r\n"
+        let answer: [UInt8] = try await withDeadline(
+            timeout, onTimeout: { MusterError(.timeout, "no answer within \(timeout)") }
+        ) {
+            let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+                .connectTimeout(.milliseconds(Int64(timeout.wireMilliseconds)))
+                .connect(host: host, port: port) { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel)
+                    }
+                }
+            return try await channel.executeThenClose { inbound, outbound in
+                try await outbound.write(ByteBuffer(string: request))
+                var received: [UInt8] = []
+                for try await chunk in inbound {
+                    received.append(contentsOf: chunk.readableBytesView)
+                    if !readBody, received.contains(0x0A) { break }
+                    if received.count > maximumBodyBytes {
+                        throw MusterError(.invalidInput, "the answer is larger than \(maximumBodyBytes) bytes")
+                    }
+                }
+                return received
+            }
+        }
+        let lineEnd = answer.firstIndex(of: 0x0A) ?? answer.endIndex
+        guard
+            let status = parseStatus(
+                String(decoding: answer[..<lineEnd], as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines))
+        else {
+            throw MusterError(.protocolError, "not an HTTP answer")
+        }
+        var bodyStart = answer.endIndex
+        if let range = answer.firstRange(of: [0x0D, 0x0A, 0x0D, 0x0A]) {
+            bodyStart = range.upperBound
+        } else if let range = answer.firstRange(of: [0x0A, 0x0A]) {
+            bodyStart = range.upperBound
+        }
+        return (status, Array(answer[bodyStart...]))
     }
 
     /// "HTTP/1.1 200 OK" → 200.
