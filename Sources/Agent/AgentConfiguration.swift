@@ -13,6 +13,10 @@ public struct AgentConfiguration: Sendable {
     public var maxFrameBytes: Int
     /// Tasks run at the same time; further deliveries wait.
     public var taskConcurrency: Int
+    /// Where volume `.mount` units are written.
+    public var unitDirectory: String = "/etc/systemd/system"
+    /// Talk to the user manager (`--systemd user`) instead of the system manager.
+    public var userManager: Bool = false
 
     public static let defaultStateDirectory = "/var/lib/muster"
 

@@ -14,12 +14,13 @@ public enum AgentServices {
     /// - Throws: ``MusterError`` `.io` when the task journal cannot be opened.
     public static func make(configuration: AgentConfiguration, logger: Logger) throws -> Assembly {
         let runner = try makeTaskRunner(configuration: configuration, logger: logger)
+        let volumes = volumeManager(configuration: configuration, logger: logger)
         let session = CoordinatorSession(
             configuration: CoordinatorSession.Configuration(
                 stateDirectory: configuration.stateDirectory, backoff: configuration.backoff,
                 minimumHeartbeatInterval: configuration.minimumHeartbeatInterval,
                 maxFrameBytes: configuration.maxFrameBytes),
-            tasks: runner, logger: logger)
+            tasks: runner, volumes: { await volumes.statuses() }, logger: logger)
         let group = ServiceGroup(
             configuration: ServiceGroupConfiguration(
                 services: [.init(service: runner), .init(service: session)],
@@ -32,12 +33,24 @@ public enum AgentServices {
     public static func makeTaskRunner(configuration: AgentConfiguration, logger: Logger) throws -> TaskRunner {
         var taskLogger = logger
         taskLogger[metadataKey: "component"] = "tasks"
+        let volumes = volumeManager(configuration: configuration, logger: taskLogger)
         return TaskRunner(
             configuration: .init(concurrency: configuration.taskConcurrency),
             journal: try TaskJournal(stateDirectory: configuration.stateDirectory),
             handlers: [
-                .checkHealth: CheckHealth(collector: HealthCollector(stateDirectory: configuration.stateDirectory))
+                .checkHealth: CheckHealth(collector: HealthCollector(stateDirectory: configuration.stateDirectory)),
+                .mountVolume: MountVolume(volumes: volumes),
+                .unmountVolume: UnmountVolume(volumes: volumes),
+                .syncTree: SyncTree(engine: SyncEngine(logger: taskLogger)),
             ],
             logger: taskLogger)
+    }
+
+    static func volumeManager(configuration: AgentConfiguration, logger: Logger) -> VolumeManager {
+        let scope: SystemdManager.Scope = configuration.userManager ? .user : .system
+        return VolumeManager(
+            configuration: .init(
+                unitDirectory: configuration.unitDirectory, connect: { try await SystemdManager.connect(scope) }),
+            logger: logger)
     }
 }

@@ -15,17 +15,28 @@ struct CommonOptions: ParsableArguments {
     @Option(name: .long, help: "Never heartbeat faster than this (e.g. 100ms, 1s), whatever the coordinator assigns.")
     var heartbeatMin: String = "100ms"
 
+    @Option(name: .long, help: "The service manager volume units go to: system or user.")
+    var systemd: String = "system"
+
+    @Option(name: .long, help: "Where volume .mount units are written.")
+    var unitDirectory: String = "/etc/systemd/system"
+
     func validate() throws {
         guard Logger.Level(rawValue: logLevel) != nil else {
             throw ValidationError("--log-level must be one of trace, debug, info, notice, warning, error, critical")
         }
         _ = try DurationArgument.parse(heartbeatMin, option: "--heartbeat-min")
+        guard systemd == "system" || systemd == "user" else { throw ValidationError("--systemd must be system or user") }
+        guard unitDirectory.hasPrefix("/") else { throw ValidationError("--unit-directory must be an absolute path") }
     }
 
     func configuration() throws -> AgentConfiguration {
-        AgentConfiguration(
+        var configuration = AgentConfiguration(
             stateDirectory: stateDir, logLevel: Logger.Level(rawValue: logLevel) ?? .info,
             minimumHeartbeatInterval: try DurationArgument.parse(heartbeatMin, option: "--heartbeat-min"))
+        configuration.userManager = systemd == "user"
+        configuration.unitDirectory = unitDirectory
+        return configuration
     }
 
     /// Sets up swift-log once per process and returns the agent's logger.

@@ -46,11 +46,17 @@ public final class CoordinatorSession: Service {
     let health: HealthCollector
     /// Runs the tasks the coordinator assigns (`nil`: assignments are answered with a failed result).
     public let tasks: TaskRunner?
+    /// The node's volumes for each health report (`nil`: reports carry no `volumes`).
+    let volumes: (@Sendable () async -> [VolumeStatus])?
     private let statusBox = Mutex(Status())
 
-    public init(configuration: Configuration, tasks: TaskRunner? = nil, logger: Logger) {
+    public init(
+        configuration: Configuration, tasks: TaskRunner? = nil,
+        volumes: (@Sendable () async -> [VolumeStatus])? = nil, logger: Logger
+    ) {
         self.configuration = configuration
         self.tasks = tasks
+        self.volumes = volumes
         self.logger = logger
         self.health = HealthCollector(stateDirectory: configuration.stateDirectory)
     }
@@ -280,7 +286,9 @@ public final class CoordinatorSession: Service {
     }
 
     private func sendHeartbeat(_ outbound: NIOAsyncChannelOutboundWriter<Envelope>) async throws {
-        try await outbound.write(try Message.heartbeat(Heartbeat(report: health.collect())).envelope())
+        var report = health.collect()
+        if let volumes { report.volumes = await volumes() }
+        try await outbound.write(try Message.heartbeat(Heartbeat(report: report)).envelope())
         statusBox.withLock { $0.heartbeatsSent += 1 }
     }
 }

@@ -13,10 +13,12 @@ public struct HealthReport: Codable, Sendable, Equatable {
     public var agentVersion: String
     /// The agent's clock when it made the report.
     public var clock: Date
+    /// The volumes this node mounts (``VolumeStatus``); absent from agents that predate volumes.
+    public var volumes: [VolumeStatus]?
 
     public init(
         load: [Double], memoryTotalBytes: UInt64, memoryAvailableBytes: UInt64, diskTotalBytes: UInt64,
-        diskFreeBytes: UInt64, uptimeSeconds: Double, agentVersion: String, clock: Date
+        diskFreeBytes: UInt64, uptimeSeconds: Double, agentVersion: String, clock: Date, volumes: [VolumeStatus]? = nil
     ) {
         self.load = load
         self.memoryTotalBytes = memoryTotalBytes
@@ -26,5 +28,6 @@ public struct HealthReport: Codable, Sendable, Equatable {
         self.uptimeSeconds = uptimeSeconds
         self.agentVersion = agentVersion
         self.clock = clock
+        self.volumes = volumes
     }
 }

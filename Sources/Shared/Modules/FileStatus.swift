@@ -3,6 +3,12 @@
     // CoreFoundation's copy of the headers depending on build order, so that module is imported explicitly.
     import CoreFoundation
 #endif
+// Same reason: depending on which module's copy of the glibc headers the compiler picked first, `struct stat`'s
+// members can also resolve to Dispatch's copy (CDispatch).
+#if canImport(CDispatch)
+    import CDispatch
+#endif
+
 #if canImport(Glibc)
     // Glibc only, no Foundation: with MemberImportVisibility, `struct stat`'s members seen through Foundation
     // resolve to CoreFoundation/CDispatch's copies of the glibc headers and would need those imports.
