@@ -7,7 +7,7 @@ import Shared
 struct MusterAgent: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "muster-agent", abstract: "Muster node agent.", version: MusterVersion.current,
-        subcommands: [JoinCommand.self, RunCommand.self, SyncCommand.self, MigrateSQLiteCommand.self, BenchSessionsCommand.self])
+        subcommands: [JoinCommand.self, RunCommand.self, SyncCommand.self, VolumeCommand.self, MigrateSQLiteCommand.self, BenchSessionsCommand.self])
 
     static func main() async {
         do {
