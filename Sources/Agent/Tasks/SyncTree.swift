@@ -7,7 +7,7 @@ import Shared
 /// Spec: `{"source": "/abs", "destination": "/abs", "delete": false, "excludes": [], "verify": "none|sample|full",
 /// "dryRun": false}` (all but the paths optional). Progress: `{"phase": "precheck|copying|verifying", "bytes",
 /// "percent", "bytesPerSecond", "etaSeconds", "filesTransferred", "filesChecked", "filesTotal"}` at most and at
-/// least once a second while rsync runs. Result: the engine's report. Re-running copies only what changed.
+/// least once a second while rsync runs (the `verifying` record keeps the last copy figures). Result: the engine's report. Re-running copies only what changed.
 struct SyncTree: TaskHandler {
     struct Spec: Codable, Sendable, Equatable {
         var source: String
@@ -37,7 +37,17 @@ struct SyncTree: TaskHandler {
         let (events, continuation) = AsyncStream<SyncEngine.Event>.makeStream(bufferingPolicy: .bufferingNewest(64))
         return try await withThrowingTaskGroup(of: JSONValue?.self) { group in
             group.addTask {
-                for await event in events { await progress(Self.progress(event)) }
+                // The verifying phase repeats the last copy figures, so the final progress still says how much was
+                // copied.
+                var lastCopy: [String: JSONValue] = [:]
+                for await event in events {
+                    var value = Self.progress(event)
+                    if case .object(let object) = value {
+                        if case .progress = event { lastCopy = object }
+                        if case .verifying = event { value = .object(lastCopy.merging(object) { _, new in new }) }
+                    }
+                    await progress(value)
+                }
                 return nil
             }
             defer { group.cancelAll() }
