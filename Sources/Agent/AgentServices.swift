@@ -41,7 +41,8 @@ public enum AgentServices {
                 .checkHealth: CheckHealth(collector: HealthCollector(stateDirectory: configuration.stateDirectory)),
                 .mountVolume: MountVolume(volumes: volumes),
                 .unmountVolume: UnmountVolume(volumes: volumes),
-                .syncTree: SyncTree(engine: SyncEngine(logger: taskLogger)),
+                .syncTree: SyncTree(
+                    engine: SyncEngine(logger: taskLogger), stateDirectory: configuration.stateDirectory),
             ],
             logger: taskLogger)
     }

@@ -104,4 +104,63 @@ struct VolumeSyncCLITests {
             throw error
         }
     }
+
+    @Test("node → node: the source agent serves through a read-only rsync daemon with a per-task secret, the destination pulls")
+    func nodeToNode() async throws {
+        let cluster = try ClusterTests.Cluster(agents: 2)
+        defer { cluster.tearDown() }
+        do {
+            let coordinator = try await cluster.startCoordinator()
+            let (_, ids) = try await ClusterTests.joinAll(cluster, coordinator: coordinator, count: 2)
+            let source = try cluster.scratch.sub("golden")
+            let destination = "\(cluster.scratch.path)/copy"
+            for i in 0..<30 {
+                try Data(repeating: UInt8(i), count: 2048 * (i + 1)).write(to: URL(fileURLWithPath: "\(source)/f\(i)"))
+            }
+            try FileManager.default.createDirectory(atPath: "\(source)/sub", withIntermediateDirectories: true)
+            try "nested\n".write(toFile: "\(source)/sub/n", atomically: true, encoding: .utf8)
+            let before = try FileManager.default.subpathsOfDirectory(atPath: source).sorted()
+
+            let sync = try await coordinator.cli(
+                ["sync", source, destination, "--node", ids[1], "--from-node", ids[0], "--json", "--timeout", "120s"])
+            #expect(sync.status == 0, "\(sync.stdout)\n\(sync.stderr)\n\(cluster.logs())")
+            let last = try #require(Self.events(sync.stdout).last)
+            #expect(Self.field(last, "task", "state") == .string("succeeded"))
+            #expect(Self.field(last, "task", "nodeID") == .string(ids[1]))
+            #expect(
+                Self.field(last, "task", "spec", "source").map { if case .string(let s) = $0 { s.hasPrefix("rsync://muster@\(cluster.nodes.nodes[0].address):") } else { false } } == true,
+                "pulled from node 0's cluster address: \(last.jsonText)")
+            #expect(try FileManager.default.subpathsOfDirectory(atPath: destination).sorted() == before)
+            #expect(FileManager.default.contentsEqual(atPath: "\(source)/f29", andPath: "\(destination)/f29"))
+            #expect(try FileManager.default.subpathsOfDirectory(atPath: source).sorted() == before, "source unchanged")
+
+            // The serve task on node 0 ends by itself once the pull is over, and removes its secrets.
+            let serve = try await eventually("the serve task on node 0 finished") { () async throws -> JSONValue? in
+                let tasks = try await coordinator.cli(["tasks", "ls", "--node", ids[0], "--json"])
+                guard case .array(let items) = try JSONValue(parsing: tasks.stdout), let serve = items.first,
+                    Self.field(serve, "state") != .string("running")
+                else { return nil }
+                return serve
+            }
+            #expect(Self.field(serve, "state") == .string("succeeded"), "\(serve.jsonText)")
+            #expect(Self.field(serve, "result", "transferred") == .bool(true))
+            let privateDir = "\(cluster.scratch.path)/agent0/rsync"
+            #expect((try? FileManager.default.contentsOfDirectory(atPath: privateDir)) ?? [] == [], "secrets removed")
+
+            // A pull with the wrong secret is refused by the daemon.
+            let port = Int.random(in: 50000...59999)
+            let serveSpec = #"{"serve": {"path": "\#(source)", "address": "\#(cluster.nodes.nodes[0].address)", "port": \#(port), "module": "m1", "secret": "right-secret-0123456789", "maxSeconds": 20}}"#
+            let served = try await coordinator.cli(["tasks", "run", "--node", ids[0], "--kind", "syncTree", "--spec", serveSpec, "--max-attempts", "1", "--quiet"])
+            #expect(served.status == 0, "\(served.stderr)")
+            let pullSpec = #"{"source": "rsync://muster@\#(cluster.nodes.nodes[0].address):\#(port)/m1/", "destination": "\#(cluster.scratch.path)/denied", "secret": "wrong-secret-0123456789"}"#
+            let denied = try await coordinator.cli(["tasks", "run", "--node", ids[1], "--kind", "syncTree", "--spec", pullSpec, "--max-attempts", "1", "--wait", "--json"])
+            #expect(denied.status == 1, "\(denied.stdout) \(denied.stderr)")
+            #expect(denied.stdout.contains("auth failed") || denied.stdout.contains("client-server protocol"), "\(denied.stdout)")
+            #expect((try? FileManager.default.contentsOfDirectory(atPath: "\(cluster.scratch.path)/denied")) ?? [] == [])
+            _ = try await coordinator.cli(["tasks", "cancel", served.stdout.trimmingCharacters(in: .whitespacesAndNewlines)])
+        } catch {
+            Issue.record("\(error)\n\(cluster.logs())")
+            throw error
+        }
+    }
 }

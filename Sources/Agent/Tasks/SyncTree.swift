@@ -10,15 +10,21 @@ import Shared
 /// least once a second while rsync runs (the `verifying` record keeps the last copy figures). Result: the engine's report. Re-running copies only what changed.
 struct SyncTree: TaskHandler {
     struct Spec: Codable, Sendable, Equatable {
-        var source: String
-        var destination: String
+        /// A local directory, or `rsync://muster@HOST:PORT/MODULE/` to pull from another node's daemon.
+        var source: String?
+        var destination: String?
         var delete: Bool?
         var excludes: [String]?
         var verify: SyncSpec.Verify?
         var dryRun: Bool?
+        /// For an `rsync://` source: the daemon's per-task secret.
+        var secret: String?
+        /// Node → node, source side: serve `serve.path` read-only through an rsync daemon until the pull is done.
+        var serve: RsyncDaemon.Serve?
     }
 
     let engine: SyncEngine
+    var stateDirectory: String
 
     func run(spec: JSONValue, progress: TaskProgressReporter) async throws -> JSONValue {
         let input: Spec
@@ -30,8 +36,27 @@ struct SyncTree: TaskHandler {
                 message: "the syncTree spec must look like {\"source\": \"/abs/src\", \"destination\": \"/abs/dst\", "
                     + "\"delete\": false, \"excludes\": [], \"verify\": \"sample\"}: \(error)")
         }
+        if let serve = input.serve {
+            let daemon = RsyncDaemon(executable: engine.rsync.executable, stateDirectory: stateDirectory, logger: engine.logger)
+            let report = try await daemon.serve(serve) {
+                await progress(
+                    .object([
+                        "phase": .string("serving"), "address": .string(serve.address),
+                        "port": .number(Double(serve.port)),
+                    ]))
+            }
+            guard report.transferred else {
+                throw TaskFailure(
+                    code: .timeout, message: "nobody pulled from the rsync daemon within \(serve.maxSeconds ?? 3600) s",
+                    details: try JSONValue(encoding: report))
+            }
+            return try JSONValue(encoding: report)
+        }
+        guard let source = input.source, let destination = input.destination else {
+            throw TaskFailure(code: .invalidInput, message: "the syncTree spec needs a source and a destination (or serve)")
+        }
         let sync = SyncSpec(
-            source: input.source, destination: input.destination, delete: input.delete ?? false,
+            source: source, destination: destination, delete: input.delete ?? false,
             excludes: input.excludes ?? [], verify: input.verify ?? .none)
         // The engine reports synchronously; a child task forwards the events in order over the session.
         let (events, continuation) = AsyncStream<SyncEngine.Event>.makeStream(bufferingPolicy: .bufferingNewest(64))
@@ -53,7 +78,13 @@ struct SyncTree: TaskHandler {
             defer { group.cancelAll() }
             let report: SyncEngine.Report
             do {
-                report = try await engine.run(sync, dryRun: input.dryRun ?? false) { continuation.yield($0) }
+                if source.hasPrefix("rsync://") {
+                    report = try await engine.pull(sync, secret: input.secret ?? "", stateDirectory: stateDirectory) {
+                        continuation.yield($0)
+                    }
+                } else {
+                    report = try await engine.run(sync, dryRun: input.dryRun ?? false) { continuation.yield($0) }
+                }
             } catch {
                 continuation.finish()
                 throw error

@@ -62,6 +62,7 @@ public enum AdminRouter {
         NodesRoutes(dependencies: dependencies).register(on: v1)
         TasksRoutes(dependencies: dependencies).register(on: v1)
         VolumesRoutes(dependencies: dependencies).register(on: v1)
+        SyncRoutes(dependencies: dependencies).register(on: v1)
         return router
     }
 }

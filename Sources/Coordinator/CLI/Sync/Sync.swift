@@ -29,8 +29,12 @@ extension Muster {
         @Argument(help: "Destination directory on the node (absolute; created if missing).")
         var destination: String
 
-        @Option(help: "The node id.")
+        @Option(help: "The node id (where DEST is; also SRC unless --from-node).")
         var node: String
+
+        @Option(
+            help: "SRC is on this other node: its agent serves SRC read-only through an rsync daemon for the task, and --node pulls.")
+        var fromNode: String?
 
         @Flag(help: "Delete destination entries that are not in the source.")
         var delete = false
@@ -68,10 +72,29 @@ extension Muster {
                 "excludes": .array(excludes.map { .string($0) }), "verify": .string(verify), "dryRun": .bool(dryRun),
             ])
             let admin = try client.client()
-            var task = try await admin.send(
-                .POST, "/v1/tasks",
-                body: CreateTaskRequest(node: node, kind: TaskKind.syncTree.rawValue, spec: spec, maxAttempts: maxAttempts),
-                as: TaskRecord.self)
+            var task: TaskRecord
+            var serveTask: TaskRecord?
+            if let fromNode {
+                guard UUID(uuidString: fromNode) != nil else {
+                    throw MusterError(.usage, "--from-node '\(fromNode)' is not a node id (a UUID)")
+                }
+                guard verify == "none", !dryRun else {
+                    throw MusterError(.usage, "--verify and --dry-run need a local source; not with --from-node")
+                }
+                let tasks = try await admin.send(
+                    .POST, "/v1/sync",
+                    body: NodeSyncRequest(
+                        source: .init(node: fromNode, path: source), destination: .init(node: node, path: destination),
+                        delete: delete, excludes: excludes),
+                    as: NodeSyncTasks.self)
+                task = tasks.pull
+                serveTask = tasks.serve
+            } else {
+                task = try await admin.send(
+                    .POST, "/v1/tasks",
+                    body: CreateTaskRequest(node: node, kind: TaskKind.syncTree.rawValue, spec: spec, maxAttempts: maxAttempts),
+                    as: TaskRecord.self)
+            }
             var display = SyncProgressDisplay(json: json, terminal: isatty(STDERR_FILENO) == 1)
             let deadline = ContinuousClock.now + limit
             while !task.state.isFinal {
@@ -86,6 +109,10 @@ extension Muster {
                 if let progress = task.progress { display.show(progress) }
             }
             display.finish()
+            if let serveTask, task.state != .succeeded {
+                // The pull failed: the source node's daemon need not wait for its time limit.
+                _ = try? await admin.raw(.POST, "/v1/tasks/\(serveTask.id.uuidString.lowercased())/cancel")
+            }
             try display.result(task)
             guard task.state != .succeeded else { return }
             let code = task.error?.code ?? ""
