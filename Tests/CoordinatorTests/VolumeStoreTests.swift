@@ -58,7 +58,10 @@ struct VolumeStoreTests {
             #expect(again.map(\.outcome) == ["inProgress"])
             #expect(again.first?.task?.id == task.id)
             try TestDatabase.psql(name, "UPDATE tasks SET state = 'succeeded' WHERE id = '\(task.id)'")
-            #expect(try await volumes.attach(name: "golden", nodes: [a], now: Date(), actor: "test").map(\.outcome) == ["alreadyDone"])
+            #expect(
+                try await volumes.attach(name: "golden", nodes: [a], now: Date(), actor: "test").map(\.outcome) == [
+                    "alreadyDone"
+                ])
             // A failed attach is retried by attaching again.
             try TestDatabase.psql(name, "UPDATE tasks SET state = 'failed' WHERE id = '\(task.id)'")
             let retried = try await volumes.attach(name: "golden", nodes: [a], now: Date(), actor: "test")
@@ -84,7 +87,10 @@ struct VolumeStoreTests {
             let a = try await TaskStoreTests.node(database)
             let b = try await TaskStoreTests.node(database)
             _ = try await volumes.create(Self.golden, now: Date(), actor: "test")
-            #expect(try await volumes.detach(name: "golden", nodes: [a], now: Date(), actor: "test").map(\.outcome) == ["notAttached"])
+            #expect(
+                try await volumes.detach(name: "golden", nodes: [a], now: Date(), actor: "test").map(\.outcome) == [
+                    "notAttached"
+                ])
             #expect(try await volumes.detach(name: "golden", nodes: nil, now: Date(), actor: "test").isEmpty)
 
             _ = try await volumes.attach(name: "golden", nodes: [a], now: Date(), actor: "test")
@@ -110,7 +116,10 @@ struct VolumeStoreTests {
                 try detached.first?.task?.spec.decode(UnmountVolumeSpec.self)
                     == UnmountVolumeSpec(name: "golden", mountPath: "/mnt/muster/golden"))
             #expect(try await volumes.show(name: "golden").attachments.first?.desired == "detached")
-            #expect(try await volumes.detach(name: "golden", nodes: [a, b], now: Date(), actor: "test").map(\.outcome) == ["notAttached", "notAttached"])
+            #expect(
+                try await volumes.detach(name: "golden", nodes: [a, b], now: Date(), actor: "test").map(\.outcome) == [
+                    "notAttached", "notAttached",
+                ])
         }
     }
 }

@@ -72,10 +72,14 @@ struct VolumeSyncCLITests {
             #expect(duplicate.status == 1 && duplicate.stderr.contains("exists already"), "\(duplicate.stderr)")
             let noSource = try await coordinator.cli(["volume", "create", "x"])
             #expect(noSource.status == 2, "\(noSource.stderr)")
-            let nfs = try await coordinator.cli(["volume", "create", "golden", "--nfs", "10.77.0.1:/export", "--options", "soft,timeo=100"])
+            let nfs = try await coordinator.cli([
+                "volume", "create", "golden", "--nfs", "10.77.0.1:/export", "--options", "soft,timeo=100",
+            ])
             #expect(nfs.status == 0, "\(nfs.stderr)")
 
-            let attach = try await coordinator.cli(["volume", "attach", "data", "--node", node, "--wait", "--timeout", "60s"])
+            let attach = try await coordinator.cli([
+                "volume", "attach", "data", "--node", node, "--wait", "--timeout", "60s",
+            ])
             #expect(attach.status == 1, "\(attach.stdout) \(attach.stderr)")
             #expect(attach.stderr.contains("cannot connect to systemd"), "\(attach.stderr)")
 
@@ -98,14 +102,18 @@ struct VolumeSyncCLITests {
 
             // Detaching where it was never attached is a no-op success.
             let detachNone = try await coordinator.cli(["volume", "detach", "golden", "--all", "--json"])
-            #expect(detachNone.status == 0 && (try? JSONValue(parsing: detachNone.stdout)) == .array([]), "\(detachNone.stdout)")
+            #expect(
+                detachNone.status == 0 && (try? JSONValue(parsing: detachNone.stdout)) == .array([]),
+                "\(detachNone.stdout)")
         } catch {
             Issue.record("\(error)\n\(cluster.logs())")
             throw error
         }
     }
 
-    @Test("node → node: the source agent serves through a read-only rsync daemon with a per-task secret, the destination pulls")
+    @Test(
+        "node → node: the source agent serves through a read-only rsync daemon with a per-task secret, the destination pulls"
+    )
     func nodeToNode() async throws {
         let cluster = try ClusterTests.Cluster(agents: 2)
         defer { cluster.tearDown() }
@@ -128,7 +136,13 @@ struct VolumeSyncCLITests {
             #expect(Self.field(last, "task", "state") == .string("succeeded"))
             #expect(Self.field(last, "task", "nodeID") == .string(ids[1]))
             #expect(
-                Self.field(last, "task", "spec", "source").map { if case .string(let s) = $0 { s.hasPrefix("rsync://muster@\(cluster.nodes.nodes[0].address):") } else { false } } == true,
+                Self.field(last, "task", "spec", "source").map {
+                    if case .string(let s) = $0 {
+                        s.hasPrefix("rsync://muster@\(cluster.nodes.nodes[0].address):")
+                    } else {
+                        false
+                    }
+                } == true,
                 "pulled from node 0's cluster address: \(last.jsonText)")
             #expect(try FileManager.default.subpathsOfDirectory(atPath: destination).sorted() == before)
             #expect(FileManager.default.contentsEqual(atPath: "\(source)/f29", andPath: "\(destination)/f29"))
@@ -149,15 +163,28 @@ struct VolumeSyncCLITests {
 
             // A pull with the wrong secret is refused by the daemon.
             let port = Int.random(in: 50000...59999)
-            let serveSpec = #"{"serve": {"path": "\#(source)", "address": "\#(cluster.nodes.nodes[0].address)", "port": \#(port), "module": "m1", "secret": "right-secret-0123456789", "maxSeconds": 20}}"#
-            let served = try await coordinator.cli(["tasks", "run", "--node", ids[0], "--kind", "syncTree", "--spec", serveSpec, "--max-attempts", "1", "--quiet"])
+            let serveSpec =
+                #"{"serve": {"path": "\#(source)", "address": "\#(cluster.nodes.nodes[0].address)", "port": \#(port), "module": "m1", "secret": "right-secret-0123456789", "maxSeconds": 20}}"#
+            let served = try await coordinator.cli([
+                "tasks", "run", "--node", ids[0], "--kind", "syncTree", "--spec", serveSpec, "--max-attempts", "1",
+                "--quiet",
+            ])
             #expect(served.status == 0, "\(served.stderr)")
-            let pullSpec = #"{"source": "rsync://muster@\#(cluster.nodes.nodes[0].address):\#(port)/m1/", "destination": "\#(cluster.scratch.path)/denied", "secret": "wrong-secret-0123456789"}"#
-            let denied = try await coordinator.cli(["tasks", "run", "--node", ids[1], "--kind", "syncTree", "--spec", pullSpec, "--max-attempts", "1", "--wait", "--json"])
+            let pullSpec =
+                #"{"source": "rsync://muster@\#(cluster.nodes.nodes[0].address):\#(port)/m1/", "destination": "\#(cluster.scratch.path)/denied", "secret": "wrong-secret-0123456789"}"#
+            let denied = try await coordinator.cli([
+                "tasks", "run", "--node", ids[1], "--kind", "syncTree", "--spec", pullSpec, "--max-attempts", "1",
+                "--wait", "--json",
+            ])
             #expect(denied.status == 1, "\(denied.stdout) \(denied.stderr)")
-            #expect(denied.stdout.contains("auth failed") || denied.stdout.contains("client-server protocol"), "\(denied.stdout)")
-            #expect((try? FileManager.default.contentsOfDirectory(atPath: "\(cluster.scratch.path)/denied")) ?? [] == [])
-            _ = try await coordinator.cli(["tasks", "cancel", served.stdout.trimmingCharacters(in: .whitespacesAndNewlines)])
+            #expect(
+                denied.stdout.contains("auth failed") || denied.stdout.contains("client-server protocol"),
+                "\(denied.stdout)")
+            #expect(
+                (try? FileManager.default.contentsOfDirectory(atPath: "\(cluster.scratch.path)/denied")) ?? [] == [])
+            _ = try await coordinator.cli([
+                "tasks", "cancel", served.stdout.trimmingCharacters(in: .whitespacesAndNewlines),
+            ])
         } catch {
             Issue.record("\(error)\n\(cluster.logs())")
             throw error

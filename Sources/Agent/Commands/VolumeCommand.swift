@@ -17,7 +17,9 @@ struct VolumeCommand: AsyncParsableCommand {
 
         @OptionGroup var common: CommonOptions
 
-        @Option(help: #"The volume as JSON: {"name", "type": "nfs|nfs4|bind", "server", "source", "options", "mountPath"}."#)
+        @Option(
+            help: #"The volume as JSON: {"name", "type": "nfs|nfs4|bind", "server", "source", "options", "mountPath"}."#
+        )
         var spec: String
 
         func run() async throws {
@@ -84,6 +86,8 @@ struct VolumeCommand: AsyncParsableCommand {
         }
         let body = try JSONValue(encoding: ["error": failure])
         print(body.jsonText)
-        throw ExitCode(failure.code == MusterError.Code.invalidInput.wireName || failure.code == MusterError.Code.usage.wireName ? 2 : 1)
+        throw ExitCode(
+            failure.code == MusterError.Code.invalidInput.wireName || failure.code == MusterError.Code.usage.wireName
+                ? 2 : 1)
     }
 }

@@ -1,8 +1,3 @@
-#if canImport(CoreFoundation)
-    // With MemberImportVisibility, members of glibc structs (stat, dirent, sockaddr, passwd, statvfs) may resolve to
-    // CoreFoundation's copy of the headers depending on build order, so that module is imported explicitly.
-    import CoreFoundation
-#endif
 import Foundation
 import Logging
 import NIOCore
@@ -10,6 +5,12 @@ import NIOPosix
 import Shared
 import Subprocess
 import SystemPackage
+
+#if canImport(CoreFoundation)
+    // With MemberImportVisibility, members of glibc structs (stat, dirent, sockaddr, passwd, statvfs) may resolve to
+    // CoreFoundation's copy of the headers depending on build order, so that module is imported explicitly.
+    import CoreFoundation
+#endif
 
 #if canImport(Glibc)
     import Glibc
@@ -58,7 +59,8 @@ struct RsyncDaemon: Sendable {
             spec.secret.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F && $0 != UInt8(ascii: ":") }),
             !spec.address.isEmpty, !spec.address.contains(where: { $0 == " " || $0 == "\n" })
         else {
-            throw MusterError(.invalidInput, "the serve spec needs a port, a module from [a-z0-9-] and a secret of ≥ 16 characters")
+            throw MusterError(
+                .invalidInput, "the serve spec needs a port, a module from [a-z0-9-] and a secret of ≥ 16 characters")
         }
         let directory = try Self.privateDirectory(under: stateDirectory)
         defer { try? FileManager.default.removeItem(atPath: directory) }
@@ -90,7 +92,9 @@ struct RsyncDaemon: Sendable {
         let started = clock.now
         var options = PlatformOptions()
         options.teardownSequence = [.gracefulShutDown(allowedDurationToNextStep: .seconds(3))]
-        logger.info("serving for a sync", metadata: ["address": "\(spec.address)", "port": "\(spec.port)", "path": "\(spec.path)"])
+        logger.info(
+            "serving for a sync",
+            metadata: ["address": "\(spec.address)", "port": "\(spec.port)", "path": "\(spec.path)"])
         let result = try await Subprocess.run(
             .path(FilePath(Rsync.resolve(executable))),
             arguments: [
@@ -163,7 +167,8 @@ struct RsyncDaemon: Sendable {
             atPath: parent, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
         var template = Array("\(parent)/task-XXXXXX".utf8CString)
         guard let made = mkdtemp(&template) else {
-            throw MusterError(.io, "cannot create a private directory under \(parent): \(String(cString: strerror(errno)))")
+            throw MusterError(
+                .io, "cannot create a private directory under \(parent): \(String(cString: strerror(errno)))")
         }
         return String(cString: made)
     }

@@ -34,7 +34,8 @@ extension SyncEngine {
         while !(await RsyncDaemon.accepts(host: host, port: port)) {
             guard clock.now < deadline else {
                 throw MusterError(
-                    .connectionFailed, "the source node's rsync daemon at \(host):\(port) did not answer within \(connectWithin)")
+                    .connectionFailed,
+                    "the source node's rsync daemon at \(host):\(port) did not answer within \(connectWithin)")
             }
             try await Task.sleep(for: .milliseconds(200))
         }
@@ -55,7 +56,8 @@ extension SyncEngine {
             arguments: arguments + ["--dry-run", source, destination], interval: .seconds(3600), logger: logger
         ) { _ in }
         guard dry.status.severity != RsyncExitStatus.Severity.failure else {
-            throw MusterError(.io, "cannot list the source through the rsync daemon: \(dry.status.message())", hint: dry.status.hint)
+            throw MusterError(
+                .io, "cannot list the source through the rsync daemon: \(dry.status.message())", hint: dry.status.hint)
         }
         let needed = dry.stats.transferredFileBytes ?? 0
         let available = try TreeWalker.availableBytes(at: spec.destination)
@@ -69,7 +71,8 @@ extension SyncEngine {
             throw MusterError(
                 .invalidInput,
                 "not enough space at '\(spec.destination)': the copy needs \(Self.format(required)) but only "
-                    + "\(Self.format(available)) is free", hint: "free space or use a bigger volume; nothing was copied")
+                    + "\(Self.format(available)) is free", hint: "free space or use a bigger volume; nothing was copied"
+            )
         }
         let outcome = try await rsync.run(
             arguments: arguments + [source, destination], interval: progressInterval, logger: logger

@@ -37,6 +37,8 @@ struct UnmountVolume: TaskHandler {
                 message: "the unmountVolume spec must look like {\"name\": …, \"mountPath\": \"/mnt/…\"}: \(error)")
         }
         let removed = try await volumes.unmount(volume)
-        return .object(["removed": .bool(removed), "name": .string(volume.name), "mountPath": .string(volume.mountPath)])
+        return .object([
+            "removed": .bool(removed), "name": .string(volume.name), "mountPath": .string(volume.mountPath),
+        ])
     }
 }

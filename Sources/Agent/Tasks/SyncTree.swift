@@ -37,7 +37,8 @@ struct SyncTree: TaskHandler {
                     + "\"delete\": false, \"excludes\": [], \"verify\": \"sample\"}: \(error)")
         }
         if let serve = input.serve {
-            let daemon = RsyncDaemon(executable: engine.rsync.executable, stateDirectory: stateDirectory, logger: engine.logger)
+            let daemon = RsyncDaemon(
+                executable: engine.rsync.executable, stateDirectory: stateDirectory, logger: engine.logger)
             let report = try await daemon.serve(serve) {
                 await progress(
                     .object([
@@ -53,7 +54,8 @@ struct SyncTree: TaskHandler {
             return try JSONValue(encoding: report)
         }
         guard let source = input.source, let destination = input.destination else {
-            throw TaskFailure(code: .invalidInput, message: "the syncTree spec needs a source and a destination (or serve)")
+            throw TaskFailure(
+                code: .invalidInput, message: "the syncTree spec needs a source and a destination (or serve)")
         }
         let sync = SyncSpec(
             source: source, destination: destination, delete: input.delete ?? false,
@@ -94,7 +96,8 @@ struct SyncTree: TaskHandler {
             while let next = try await group.next() { _ = next }
             let value = try JSONValue(encoding: report)
             if let error = report.error {
-                throw TaskFailure(code: error.code, message: error.message + (error.hint.map { " (\($0))" } ?? ""), details: value)
+                throw TaskFailure(
+                    code: error.code, message: error.message + (error.hint.map { " (\($0))" } ?? ""), details: value)
             }
             return value
         }

@@ -1,11 +1,12 @@
+import Foundation
+import Logging
+import Shared
+
 #if canImport(CoreFoundation)
     // With MemberImportVisibility, members of glibc structs (stat, dirent, sockaddr, passwd, statvfs) may resolve to
     // CoreFoundation's copy of the headers depending on build order, so that module is imported explicitly.
     import CoreFoundation
 #endif
-import Foundation
-import Logging
-import Shared
 
 #if canImport(Glibc)
     import Glibc
@@ -20,7 +21,9 @@ struct VolumeManager: Sendable {
         /// Where volume units are written (`/etc/systemd/system` for the system manager).
         var unitDirectory: String = "/etc/systemd/system"
         /// How to reach the service manager.
-        var connect: @Sendable () async throws -> SystemdManager = { try await SystemdManager.connect(SystemdManager.Scope.system) }
+        var connect: @Sendable () async throws -> SystemdManager = {
+            try await SystemdManager.connect(SystemdManager.Scope.system)
+        }
         var probe = VolumeProbe()
         /// Where a failed mount's log lines come from.
         var log: UnitLogSource = .journal(directory: nil)

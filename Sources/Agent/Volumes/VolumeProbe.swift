@@ -1,12 +1,13 @@
+import Foundation
+import NIOCore
+import NIOPosix
+import Shared
+
 #if canImport(CoreFoundation)
     // With MemberImportVisibility, members of glibc structs (stat, dirent, sockaddr, passwd, statvfs) may resolve to
     // CoreFoundation's copy of the headers depending on build order, so that module is imported explicitly.
     import CoreFoundation
 #endif
-import Foundation
-import NIOCore
-import NIOPosix
-import Shared
 
 #if canImport(Glibc)
     import Glibc
@@ -41,7 +42,8 @@ struct VolumeProbe: Sendable {
             return status
         }
         guard table.mount(at: mountPath) != nil else {
-            status.problem = "not mounted (no entry for \(mountPath) in the mount table; unit \(unitState ?? "unknown"))"
+            status.problem =
+                "not mounted (no entry for \(mountPath) in the mount table; unit \(unitState ?? "unknown"))"
             return status
         }
         status.mounted = true

@@ -172,7 +172,8 @@ public struct VolumeStore: Sendable {
         for node in targets {
             let current = volume.attachments.first { $0.node == node }
             if !attach && current?.desired != "attached" {
-                changes.append(VolumeChange(volume: name, node: node, action: action, task: nil, outcome: "notAttached"))
+                changes.append(
+                    VolumeChange(volume: name, node: node, action: action, task: nil, outcome: "notAttached"))
                 continue
             }
             if let current, current.desired == desired, let taskID = current.taskID, let state = current.taskState,

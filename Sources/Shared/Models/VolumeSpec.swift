@@ -58,7 +58,8 @@ public struct VolumeSpec: Codable, Sendable, Equatable {
             nameBytes.allSatisfy({ lowerAlnum($0) || $0 == UInt8(ascii: "-") || $0 == UInt8(ascii: "_") })
         else {
             throw MusterError(
-                .invalidInput, "volume name '\(name)' must be 1–64 characters from [a-z0-9_-], starting with a letter or digit")
+                .invalidInput,
+                "volume name '\(name)' must be 1–64 characters from [a-z0-9_-], starting with a letter or digit")
         }
         switch type {
         case .bind:

@@ -23,7 +23,9 @@ final class NFSServer: Sendable {
     private let superPID = Mutex<pid_t?>(nil)
 
     static var isAvailable: Bool {
-        ["/usr/bin/ganesha.nfsd", "/usr/sbin/ganesha.nfsd"].contains { FileManager.default.isExecutableFile(atPath: $0) }
+        ["/usr/bin/ganesha.nfsd", "/usr/sbin/ganesha.nfsd"].contains {
+            FileManager.default.isExecutableFile(atPath: $0)
+        }
             && FileManager.default.isExecutableFile(atPath: "/usr/bin/nfs-ls")
     }
 

@@ -26,7 +26,9 @@ struct VolumeNFSStubTests {
     }
 
     /// Runs `muster-agent volume ARGS` inside the node; returns the exit status and the JSON it printed.
-    static func agentVolume(_ node: SystemNode, _ args: [String]) throws -> (status: Int32, json: JSONValue, stderr: String) {
+    static func agentVolume(_ node: SystemNode, _ args: [String]) throws -> (
+        status: Int32, json: JSONValue, stderr: String
+    ) {
         let output = try node.exec(
             [agent, "volume"] + args + [
                 "--state-dir", "\(node.base)/agent", "--unit-directory", node.unitDirectory, "--log-level", "warning",
@@ -72,11 +74,13 @@ struct VolumeNFSStubTests {
             #expect(helperLog.contains("mount.nfs-stub: 127.0.0.1:/export -> \(spec.mountPath)"))
             #expect(helperLog.contains("hard,timeo=600,retrans=2,noresvport") && helperLog.contains("_netdev"))
             let unit = try String(
-                contentsOfFile: "\(node.unitDirectory)/\(UnitName.mount(where: spec.mountPath).rawValue)", encoding: .utf8)
+                contentsOfFile: "\(node.unitDirectory)/\(UnitName.mount(where: spec.mountPath).rawValue)",
+                encoding: .utf8)
             #expect(unit.contains("Type=nfs4") && unit.contains("What=127.0.0.1:/export"))
             // Data written through the mount lands in the export.
             let pid = try #require(node.initPID)
-            try "from the node\n".write(toFile: "/proc/\(pid)/root\(spec.mountPath)/hello", atomically: false, encoding: .utf8)
+            try "from the node\n".write(
+                toFile: "/proc/\(pid)/root\(spec.mountPath)/hello", atomically: false, encoding: .utf8)
             #expect(try String(contentsOfFile: "\(server.exportDirectory)/hello", encoding: .utf8) == "from the node\n")
 
             // Attaching again changes nothing.
@@ -89,7 +93,8 @@ struct VolumeNFSStubTests {
             #expect(volumes.count == 1 && volumes.first?.writable == true, "\(report.json.jsonText)")
 
             let removed = try Self.agentVolume(node, ["unmount", "--name", "golden", "--mount-path", spec.mountPath])
-            #expect(removed.status == 0 && removed.json == .object(["removed": .bool(true)]), "\(removed.json.jsonText)")
+            #expect(
+                removed.status == 0 && removed.json == .object(["removed": .bool(true)]), "\(removed.json.jsonText)")
             #expect(try Self.nodeMountTable(node).mount(at: spec.mountPath) == nil)
             let noop = try Self.agentVolume(node, ["unmount", "--name", "golden", "--mount-path", spec.mountPath])
             #expect(noop.status == 0 && noop.json == .object(["removed": .bool(false)]))

@@ -28,7 +28,9 @@ struct VolumeSystemNodeTests {
         try MountTable.read(path: manager.configuration.probe.mountInfoPath)
     }
 
-    @Test("attach: unit active, in the node's mount table, writable, free space; twice = one unit; detach twice is a no-op")
+    @Test(
+        "attach: unit active, in the node's mount table, writable, free space; twice = one unit; detach twice is a no-op"
+    )
     func attachDetach() async throws {
         let dir = try TemporaryDirectory("vol-bind")
         defer { dir.remove() }
@@ -77,12 +79,16 @@ struct VolumeSystemNodeTests {
         defer { dir.remove() }
         let source = "\(dir.path)/source"
         let busy = "\(dir.path)/busy"
-        for d in [source, busy] { try FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true) }
+        for d in [source, busy] {
+            try FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true)
+        }
         try "keep me\n".write(toFile: "\(busy)/important", atomically: true, encoding: .utf8)
         try "x".write(toFile: "\(dir.path)/plainfile", atomically: true, encoding: .utf8)
         try await SystemNode.with { node in
             let (volumes, _) = try Self.manager(node)
-            for (path, expected) in [(busy, "is a non-empty directory (1 entries)"), ("\(dir.path)/plainfile", "is not a directory")] {
+            for (path, expected) in [
+                (busy, "is a non-empty directory (1 entries)"), ("\(dir.path)/plainfile", "is not a directory"),
+            ] {
                 await #expect {
                     try await volumes.mount(VolumeSpec(name: "data", type: .bind, source: source, mountPath: path))
                 } throws: { error in

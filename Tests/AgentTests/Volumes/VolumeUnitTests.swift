@@ -8,7 +8,9 @@ import Testing
 @Suite("volume units")
 struct VolumeUnitTests {
     static func nfs(_ options: [String] = [], path: String = "/mnt/muster/golden-repos") -> VolumeSpec {
-        VolumeSpec(name: "golden", type: .nfs4, server: "10.77.0.1", source: "/export/golden", options: options, mountPath: path)
+        VolumeSpec(
+            name: "golden", type: .nfs4, server: "10.77.0.1", source: "/export/golden", options: options,
+            mountPath: path)
     }
 
     @Test("an NFS volume's unit: escaped name, What/Where/Type, _netdev and the NFS defaults")
@@ -29,7 +31,10 @@ struct VolumeUnitTests {
         #expect(
             MountUnit.options(for: Self.nfs(["soft", "timeo=100", "vers=4.2"]))
                 == ["soft", "timeo=100", "vers=4.2", "_netdev", "retrans=2", "noresvport"])
-        #expect(MountUnit.options(for: Self.nfs(["resvport", "_netdev"])) == ["resvport", "_netdev", "hard", "timeo=600", "retrans=2"])
+        #expect(
+            MountUnit.options(for: Self.nfs(["resvport", "_netdev"])) == [
+                "resvport", "_netdev", "hard", "timeo=600", "retrans=2",
+            ])
         var v3 = Self.nfs()
         v3.type = .nfs
         #expect(try MountUnit.make(v3).file.render().contains("\nType=nfs\n"))
@@ -56,7 +61,9 @@ struct VolumeUnitTests {
         let spec =
             type == .bind
             ? VolumeSpec(name: "data", type: .bind, source: "/srv/data", mountPath: "/mnt/muster/data")
-            : VolumeSpec(name: "golden", type: type, server: "nfs.example.org", source: "/export", options: ["vers=4.2"], mountPath: "/mnt/muster/golden")
+            : VolumeSpec(
+                name: "golden", type: type, server: "nfs.example.org", source: "/export", options: ["vers=4.2"],
+                mountPath: "/mnt/muster/golden")
         let (name, file) = try MountUnit.make(spec)
         let result = try UnitFileTests.verify(try file.render(), as: name.rawValue)
         #expect(result.status == 0, "verify exit \(result.status): \(result.stderr)")
@@ -89,7 +96,10 @@ struct VolumeUnitTests {
             (VolumeSpec(name: "x", type: .nfs4, server: "a b", source: "/e", mountPath: "/mnt/x"), "NFS server"),
             (VolumeSpec(name: "x", type: .nfs4, server: "s", source: "e", mountPath: "/mnt/x"), "NFS export"),
             (VolumeSpec(name: "x", type: .bind, server: "s", source: "/e", mountPath: "/mnt/x"), "no server"),
-            (VolumeSpec(name: "x", type: .bind, source: "/e", options: ["ro,exec"], mountPath: "/mnt/x"), "mount option"),
+            (
+                VolumeSpec(name: "x", type: .bind, source: "/e", options: ["ro,exec"], mountPath: "/mnt/x"),
+                "mount option"
+            ),
             (VolumeSpec(name: "x", type: .bind, source: "/e", options: ["-o"], mountPath: "/mnt/x"), "mount option"),
         ])
     func badSpecs(spec: VolumeSpec, expected: String) {
@@ -121,7 +131,8 @@ struct VolumeUnitTests {
 
     @Test("a health report without volumes (older agents) still decodes; with volumes it round-trips")
     func healthReportCompatibility() throws {
-        let old = #"{"load":[0.1,0.2,0.3],"memoryTotalBytes":1,"memoryAvailableBytes":1,"diskTotalBytes":1,"diskFreeBytes":1,"uptimeSeconds":1,"agentVersion":"0.1","clock":"2026-11-22T10:00:00Z"}"#
+        let old =
+            #"{"load":[0.1,0.2,0.3],"memoryTotalBytes":1,"memoryAvailableBytes":1,"diskTotalBytes":1,"diskFreeBytes":1,"uptimeSeconds":1,"agentVersion":"0.1","clock":"2026-11-22T10:00:00Z"}"#
         let decoded = try WireCoding.makeDecoder().decode(HealthReport.self, from: Data(old.utf8))
         #expect(decoded.volumes == nil)
         var report = decoded
@@ -130,7 +141,8 @@ struct VolumeUnitTests {
                 name: "golden", mountPath: "/mnt/g", unitState: "active", mounted: true, writable: false,
                 totalBytes: 10, freeBytes: 5, problem: "NFS server unreachable")
         ]
-        let again = try WireCoding.makeDecoder().decode(HealthReport.self, from: try WireCoding.makeEncoder().encode(report))
+        let again = try WireCoding.makeDecoder().decode(
+            HealthReport.self, from: try WireCoding.makeEncoder().encode(report))
         #expect(again == report)
     }
 }

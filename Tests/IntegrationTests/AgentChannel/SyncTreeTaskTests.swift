@@ -50,7 +50,9 @@ struct SyncTreeTaskTests {
                 #expect(progress["phase"] == .string("verifying"))
                 #expect(progress["percent"] == .number(100))
                 #expect(progress["filesTotal"] == .number(Double(200 + 7 + 1 + 1)))
-                #expect(progress["bytes"].map { if case .number(let b) = $0 { b >= Double(8 << 20) } else { false } } == true)
+                #expect(
+                    progress["bytes"].map { if case .number(let b) = $0 { b >= Double(8 << 20) } else { false } }
+                        == true)
                 let report = try #require(first.result)
                 guard case .object(let fields) = report, case .object(let stats)? = fields["stats"],
                     case .object(let verification)? = fields["verification"]
@@ -60,7 +62,8 @@ struct SyncTreeTaskTests {
                 }
                 #expect(stats["transferredFiles"] == .number(201))
                 #expect(verification["filesHashed"] == .number(201))
-                #expect(FileManager.default.contentsEqual(atPath: "\(source)/big.bin", andPath: "\(destination)/big.bin"))
+                #expect(
+                    FileManager.default.contentsEqual(atPath: "\(source)/big.bin", andPath: "\(destination)/big.bin"))
 
                 // Resumable / idempotent: a second run transfers nothing.
                 let second = try await run()
@@ -79,20 +82,70 @@ struct SyncTreeTaskTests {
             let (identity, stateDirectory) = try await fx.join(try await fx.token())
             try await TaskTests.withAgent(fx, stateDirectory: stateDirectory) { _, _ in
                 let cases: [(JSONValue, String, String)] = [
-                    (.object(["source": .string("relative"), "destination": .string("/tmp/x")]), "USAGE", "not an absolute path"),
-                    (.object(["source": .string("/nonexistent-src"), "destination": .string("\(fx.directory)/d")]), "INVALID_INPUT", "is not a directory"),
-                    (.object(["source": .string("/tmp")]), "INVALID_INPUT", "syncTree spec must look like"),
+                    (
+                        .object(["source": .string("relative"), "destination": .string("/tmp/x")]), "USAGE",
+                        "not an absolute path"
+                    ),
+                    (
+                        .object(["source": .string("/nonexistent-src"), "destination": .string("\(fx.directory)/d")]),
+                        "INVALID_INPUT", "is not a directory"
+                    ),
+                    (.object(["source": .string("/tmp")]), "INVALID_INPUT", "needs a source and a destination"),
+                    (.object(["source": .number(5)]), "INVALID_INPUT", "syncTree spec must look like"),
+                    (
+                        .object([
+                            "serve": .object([
+                                "path": .string("/tmp"), "address": .string("127.0.0.1"), "port": .number(0),
+                                "module": .string("m"), "secret": .string("short"),
+                            ])
+                        ]), "INVALID_INPUT", "the serve spec needs"
+                    ),
                 ]
                 for (spec, code, message) in cases {
                     let created = try await fx.tasks.create(
                         nodeID: identity.nodeID, kind: .syncTree, spec: spec, maxAttempts: 1, now: fx.clock.now,
                         actor: "test")
                     await fx.dispatcher.dispatch(nodeID: identity.nodeID)
-                    let done = try await TaskTests.waitForState(fx, created.id, [.succeeded, .failed], "the task finished")
+                    let done = try await TaskTests.waitForState(
+                        fx, created.id, [.succeeded, .failed], "the task finished")
                     #expect(done.state == .failed)
                     #expect(done.error?.code == code, "\(String(describing: done.error))")
                     #expect(done.error?.message.contains(message) == true, "\(String(describing: done.error))")
                 }
+            }
+        }
+    }
+
+    @Test func heartbeatsCarryTheVolumesTheAgentFindsOnDisk() async throws {
+        try await ChannelFixture.with { fx in
+            let (identity, stateDirectory) = try await fx.join(try await fx.token())
+            // A volume unit the agent wrote earlier, for a path that is not mounted; no service manager here.
+            let units = "\(fx.directory)/units"
+            try FileManager.default.createDirectory(atPath: units, withIntermediateDirectories: true)
+            let spec = VolumeSpec(
+                name: "golden", type: .nfs4, server: "127.0.0.1", source: "/export", mountPath: "\(fx.directory)/mnt")
+            let (name, file) = try MountUnit.make(spec)
+            try UnitWriter(directory: units).write(file, as: name)
+            let volumes = VolumeManager(
+                configuration: .init(
+                    unitDirectory: units,
+                    connect: { throw MusterError(.connectionFailed, "no service manager in this test") }),
+                logger: fx.logger)
+            let session = CoordinatorSession(
+                configuration: .init(
+                    stateDirectory: stateDirectory, backoff: Backoff(base: .milliseconds(50), cap: .milliseconds(200))),
+                volumes: { await volumes.statuses() }, logger: fx.logger)
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask { try await session.run() }
+                defer { group.cancelAll() }
+                try await ChannelFixture.eventually("heartbeats flow") { session.status.heartbeatsSent >= 2 }
+                try await fx.nodes.heartbeats.flush(to: fx.database, logger: fx.logger)
+                let reported = try #require(try await fx.nodes.show(id: identity.nodeID).lastReport?.volumes)
+                #expect(reported.count == 1)
+                let status = try #require(reported.first)
+                #expect(status.name == "golden" && status.mountPath == spec.mountPath)
+                #expect(!status.mounted && !status.writable && status.unitState == nil)
+                #expect(status.problem?.contains("not mounted") == true, "\(status)")
             }
         }
     }

@@ -48,11 +48,15 @@ struct SyncRoutes {
         group.post("sync") { request, context -> Response in
             let input = try await VolumesRoutes.decode(
                 NodeSyncRequest.self, request,
-                example: #"{"source": {"node": "<id>", "path": "/srv/golden"}, "destination": {"node": "<id>", "path": "/srv/golden"}}"#)
+                example:
+                    #"{"source": {"node": "<id>", "path": "/srv/golden"}, "destination": {"node": "<id>", "path": "/srv/golden"}}"#
+            )
             let sourceNode = try TasksRoutes.uuid(input.source.node, what: "node")
             let destinationNode = try TasksRoutes.uuid(input.destination.node, what: "node")
             guard sourceNode != destinationNode else {
-                throw MusterError(.invalidInput, "source and destination are the same node", hint: "omit --from-node for a local copy")
+                throw MusterError(
+                    .invalidInput, "source and destination are the same node", hint: "omit --from-node for a local copy"
+                )
             }
             let node = try await dependencies.nodes.show(id: sourceNode)
             guard let address = node.address, !address.isEmpty else {
@@ -82,7 +86,8 @@ struct SyncRoutes {
                 spec: .object([
                     "source": .string("rsync://muster@\(host):\(port)/\(module)/"),
                     "destination": .string(input.destination.path), "secret": .string(secret),
-                    "delete": .bool(input.delete ?? false), "excludes": .array((input.excludes ?? []).map { .string($0) }),
+                    "delete": .bool(input.delete ?? false),
+                    "excludes": .array((input.excludes ?? []).map { .string($0) }),
                 ]), maxAttempts: 1, now: now, actor: actor)
             await dependencies.dispatcher?.dispatch(nodeID: sourceNode)
             await dependencies.dispatcher?.dispatch(nodeID: destinationNode)

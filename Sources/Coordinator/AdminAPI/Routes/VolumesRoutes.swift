@@ -47,10 +47,13 @@ struct VolumesRoutes {
 
     func register(on group: RouterGroup<AdminRequestContext>) {
         group.post("volumes") { request, context -> Response in
-            let input = try await Self.decode(CreateVolumeRequest.self, request, example: #"{"name": "golden", "type": "nfs4", "server": "10.0.0.5", "source": "/export"}"#)
+            let input = try await Self.decode(
+                CreateVolumeRequest.self, request,
+                example: #"{"name": "golden", "type": "nfs4", "server": "10.0.0.5", "source": "/export"}"#)
             let spec = VolumeSpec(
                 name: input.name, type: input.type, server: input.server, source: input.source,
-                options: input.options ?? [], mountPath: input.mountPath ?? VolumeSpec.defaultMountPath(name: input.name))
+                options: input.options ?? [],
+                mountPath: input.mountPath ?? VolumeSpec.defaultMountPath(name: input.name))
             let view = try await dependencies.volumes.create(
                 spec, now: dependencies.now(), actor: context.actor ?? "unknown")
             return try .json(view, status: .created)
@@ -64,7 +67,8 @@ struct VolumesRoutes {
         for action in ["attach", "detach"] {
             group.post("volumes/{name}/\(action)") { request, context -> Response in
                 let name = try context.parameters.require("name")
-                let input = try await Self.decode(VolumeTargetRequest.self, request, example: #"{"nodes": ["<node id>"]} or {"all": true}"#)
+                let input = try await Self.decode(
+                    VolumeTargetRequest.self, request, example: #"{"nodes": ["<node id>"]} or {"all": true}"#)
                 let nodes: [UUID]?
                 switch (input.nodes, input.all ?? false) {
                 case (let ids?, false) where !ids.isEmpty:

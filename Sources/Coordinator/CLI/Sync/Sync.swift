@@ -33,7 +33,9 @@ extension Muster {
         var node: String
 
         @Option(
-            help: "SRC is on this other node: its agent serves SRC read-only through an rsync daemon for the task, and --node pulls.")
+            help:
+                "SRC is on this other node: its agent serves SRC read-only through an rsync daemon for the task, and --node pulls."
+        )
         var fromNode: String?
 
         @Flag(help: "Delete destination entries that are not in the source.")
@@ -61,7 +63,8 @@ extension Muster {
 
         func run() async throws {
             guard UUID(uuidString: node) != nil else {
-                throw MusterError(.usage, "--node '\(node)' is not a node id (a UUID)", hint: "`muster nodes` lists them")
+                throw MusterError(
+                    .usage, "--node '\(node)' is not a node id (a UUID)", hint: "`muster nodes` lists them")
             }
             guard ["none", "sample", "full"].contains(verify) else {
                 throw MusterError(.usage, "--verify must be none, sample or full")
@@ -92,7 +95,8 @@ extension Muster {
             } else {
                 task = try await admin.send(
                     .POST, "/v1/tasks",
-                    body: CreateTaskRequest(node: node, kind: TaskKind.syncTree.rawValue, spec: spec, maxAttempts: maxAttempts),
+                    body: CreateTaskRequest(
+                        node: node, kind: TaskKind.syncTree.rawValue, spec: spec, maxAttempts: maxAttempts),
                     as: TaskRecord.self)
             }
             var display = SyncProgressDisplay(json: json, terminal: isatty(STDERR_FILENO) == 1)
@@ -101,7 +105,8 @@ extension Muster {
                 guard ContinuousClock.now < deadline else {
                     display.finish()
                     throw MusterError(
-                        .timeout, "task \(task.id.uuidString.lowercased()) is still \(task.state.rawValue) after \(timeout)",
+                        .timeout,
+                        "task \(task.id.uuidString.lowercased()) is still \(task.state.rawValue) after \(timeout)",
                         hint: "`muster tasks show \(task.id.uuidString.lowercased())` shows it later")
                 }
                 try await Task.sleep(for: .milliseconds(250))
@@ -117,7 +122,8 @@ extension Muster {
             guard task.state != .succeeded else { return }
             let code = task.error?.code ?? ""
             if !json {
-                FileHandle.standardError.write(Data("error: \(task.error?.message ?? "the task \(task.state.rawValue)")\n".utf8))
+                FileHandle.standardError.write(
+                    Data("error: \(task.error?.message ?? "the task \(task.state.rawValue)")\n".utf8))
             }
             throw ExitCode(
                 code == MusterError.Code.invalidInput.wireName || code == MusterError.Code.usage.wireName ? 2 : 1)

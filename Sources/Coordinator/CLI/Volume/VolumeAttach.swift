@@ -37,10 +37,12 @@ struct VolumeTargetOptions: ParsableArguments {
                 while var task = changes[index].task, !task.state.isFinal {
                     guard ContinuousClock.now < deadline else {
                         throw MusterError(
-                            .timeout, "task \(task.id.uuidString.lowercased()) is still \(task.state.rawValue) after \(timeout)")
+                            .timeout,
+                            "task \(task.id.uuidString.lowercased()) is still \(task.state.rawValue) after \(timeout)")
                     }
                     try await Task.sleep(for: .milliseconds(250))
-                    task = try await admin.send(.GET, "/v1/tasks/\(task.id.uuidString.lowercased())", as: TaskRecord.self)
+                    task = try await admin.send(
+                        .GET, "/v1/tasks/\(task.id.uuidString.lowercased())", as: TaskRecord.self)
                     changes[index].task = task
                 }
             }

@@ -22,7 +22,9 @@ extension Muster {
         var bind: String?
 
         @Option(
-            help: "Mount options, comma-separated (repeatable); they replace the NFS defaults they name (hard,timeo=600,retrans=2,noresvport).")
+            help:
+                "Mount options, comma-separated (repeatable); they replace the NFS defaults they name (hard,timeo=600,retrans=2,noresvport)."
+        )
         var options: [String] = []
 
         @Option(help: "Where nodes mount it (default /mnt/muster/NAME).")
@@ -43,14 +45,18 @@ extension Muster {
             case (let export?, nil):
                 guard let colon = export.firstIndex(of: ":"), export[export.index(after: colon)...].hasPrefix("/")
                 else {
-                    throw MusterError(.usage, "--nfs '\(export)' is not SERVER:/EXPORT", hint: "e.g. --nfs 10.0.0.5:/srv/golden")
+                    throw MusterError(
+                        .usage, "--nfs '\(export)' is not SERVER:/EXPORT", hint: "e.g. --nfs 10.0.0.5:/srv/golden")
                 }
-                guard nfsVersion == 3 || nfsVersion == 4 else { throw MusterError(.usage, "--nfs-version must be 3 or 4") }
+                guard nfsVersion == 3 || nfsVersion == 4 else {
+                    throw MusterError(.usage, "--nfs-version must be 3 or 4")
+                }
                 return CreateVolumeRequest(
                     name: name, type: nfsVersion == 3 ? .nfs : .nfs4, server: String(export[..<colon]),
                     source: String(export[export.index(after: colon)...]), options: options, mountPath: mountPath)
             case (nil, let directory?):
-                return CreateVolumeRequest(name: name, type: .bind, source: directory, options: options, mountPath: mountPath)
+                return CreateVolumeRequest(
+                    name: name, type: .bind, source: directory, options: options, mountPath: mountPath)
             default:
                 throw MusterError(.usage, "give exactly one of --nfs SERVER:/EXPORT and --bind /DIR")
             }

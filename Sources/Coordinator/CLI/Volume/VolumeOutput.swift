@@ -30,11 +30,15 @@ enum VolumeOutput {
         }
         switch item {
         case .volumes(let volumes):
-            var table = Table(["NAME", "TYPE", "SOURCE", "MOUNT PATH", "NODE", "WANTED", "TASK", "MOUNTED", "WRITABLE", "FREE"])
+            var table = Table([
+                "NAME", "TYPE", "SOURCE", "MOUNT PATH", "NODE", "WANTED", "TASK", "MOUNTED", "WRITABLE", "FREE",
+            ])
             for volume in volumes {
                 let source = volume.server.map { "\($0):\(volume.source)" } ?? volume.source
                 if volume.attachments.isEmpty {
-                    table.append([volume.name, volume.type.rawValue, source, volume.mountPath, "-", "-", "-", "-", "-", "-"])
+                    table.append([
+                        volume.name, volume.type.rawValue, source, volume.mountPath, "-", "-", "-", "-", "-", "-",
+                    ])
                 }
                 for a in volume.attachments {
                     table.append([
