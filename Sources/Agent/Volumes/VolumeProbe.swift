@@ -2,6 +2,7 @@ import Foundation
 import NIOCore
 import NIOPosix
 import Shared
+import Synchronization
 
 #if canImport(CoreFoundation)
     // With MemberImportVisibility, members of glibc structs (stat, dirent, sockaddr, passwd, statvfs) may resolve to
@@ -95,11 +96,20 @@ struct VolumeProbe: Sendable {
     }
 
     /// Creates, writes, `fsync`s and removes a probe file on a separate thread. `nil` on success, else the problem.
+    ///
+    /// While an earlier probe of the same directory is still blocked, no new thread is started (a hung mount would
+    /// otherwise collect one stuck thread per health report): the volume is reported not writable at once.
     func writeProbe(directory: String) async -> String? {
+        let started = Self.probesInFlight.withLock { $0.insert(directory).inserted }
+        guard started else {
+            return "an earlier write probe of \(directory) is still blocked (hung mount?)"
+        }
         let (stream, continuation) = AsyncStream<String?>.makeStream()
         // A thread of its own: on a hung mount the write never returns and must not hold a pool thread.
         let thread = Thread {
-            continuation.yield(Self.probeFile(in: directory))
+            let result = Self.probeFile(in: directory)
+            _ = Self.probesInFlight.withLock { $0.remove(directory) }
+            continuation.yield(result)
             continuation.finish()
         }
         thread.start()
@@ -119,6 +129,9 @@ struct VolumeProbe: Sendable {
             return "the write probe was cancelled"
         }
     }
+
+    /// Directories with a probe thread running (process-wide: every probe of the agent shares it).
+    private static let probesInFlight = Mutex<Set<String>>([])
 
     private static func probeFile(in directory: String) -> String? {
         var random = SystemRandomNumberGenerator()
