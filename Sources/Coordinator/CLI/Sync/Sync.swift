@@ -109,9 +109,10 @@ extension Muster {
                         "task \(task.id.uuidString.lowercased()) is still \(task.state.rawValue) after \(timeout)",
                         hint: "`muster tasks show \(task.id.uuidString.lowercased())` shows it later")
                 }
-                try await Task.sleep(for: .milliseconds(250))
+                try await Task.sleep(for: .milliseconds(100))
                 task = try await admin.send(.GET, "/v1/tasks/\(task.id.uuidString.lowercased())", as: TaskRecord.self)
-                if let progress = task.progress { display.show(progress) }
+                // Before the agent's first report, the task's state is the progress (queued, assigned, running).
+                display.show(task.progress ?? .object(["phase": .string(task.state.rawValue)]))
             }
             display.finish()
             if let serveTask, task.state != .succeeded {
@@ -135,9 +136,12 @@ extension Muster {
 struct SyncProgressDisplay {
     let json: Bool
     let terminal: Bool
-    /// What was printed last, so an unchanged progress value is not printed again.
+    /// What was printed last and when: an unchanged value is printed again only after ``repeatAfter``, so there is
+    /// an update at least once a second even while rsync's figures stand still.
     private var lastProgress: JSONValue?
+    private var lastShown: ContinuousClock.Instant?
     private var barShown = false
+    static let repeatAfter = Duration.milliseconds(800)
 
     init(json: Bool, terminal: Bool) {
         self.json = json
@@ -145,8 +149,10 @@ struct SyncProgressDisplay {
     }
 
     mutating func show(_ progress: JSONValue) {
-        guard progress != lastProgress else { return }
+        let now = ContinuousClock.now
+        if progress == lastProgress, let lastShown, now - lastShown < Self.repeatAfter { return }
         lastProgress = progress
+        lastShown = now
         if json {
             // Unbuffered, so a consumer of the pipe sees each event as it happens.
             let event: JSONValue = .object(["event": .string("progress"), "progress": progress])
@@ -199,6 +205,8 @@ struct SyncProgressDisplay {
                 + "\(Output.bytes(UInt64(number("availableBytes") ?? 0))) free"
         case "verifying":
             return "verifying…"
+        case "pending", "assigned", "running":
+            return "task \(phase)…"
         default:
             let percent = Int(number("percent") ?? 0)
             let filled = max(0, min(20, percent / 5))
