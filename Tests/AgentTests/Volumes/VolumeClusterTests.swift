@@ -61,7 +61,8 @@ struct VolumeClusterTests {
         var agentAddress: String?
         for _ in 0..<600 where agentAddress == nil {
             if let data = FileManager.default.contents(atPath: "\(stateDir)/admin.json"),
-                case .string(let address)? = Self.field(Self.json(String(decoding: data, as: UTF8.self)), "agentAddress")
+                case .string(let address)? = Self.field(
+                    Self.json(String(decoding: data, as: UTF8.self)), "agentAddress")
             {
                 agentAddress = address
             } else {
