@@ -13,8 +13,7 @@ public struct AgentConfiguration: Sendable {
     public var maxFrameBytes: Int
     /// Tasks run at the same time; further deliveries wait.
     public var taskConcurrency: Int
-
-    /// Modules: which systemd manager runs their units, where unit files go, which keys sign modules.
+    /// Which systemd manager runs module and volume units, where unit files go, which keys sign modules.
     public var modules: Modules
 
     public static let defaultStateDirectory = "/var/lib/muster"

@@ -20,9 +20,11 @@ public enum AgentServices {
     /// The daemon; with an `attacher`, heartbeats list the attached modules' units.
     static func make(configuration: AgentConfiguration, attacher: ModuleAttacher?, logger: Logger) throws -> Assembly {
         let runner = try makeTaskRunner(configuration: configuration, logger: logger)
+        let volumes = volumeManager(configuration: configuration, logger: logger)
         var units: (@Sendable () async -> [UnitStatus])?
         if let attacher { units = { await attacher.attachedUnits() } }
-        let health = HealthCollector(stateDirectory: configuration.stateDirectory, units: units)
+        let health = HealthCollector(
+            stateDirectory: configuration.stateDirectory, units: units, volumes: { await volumes.statuses() })
         let session = CoordinatorSession(
             configuration: CoordinatorSession.Configuration(
                 stateDirectory: configuration.stateDirectory, backoff: configuration.backoff,
@@ -47,6 +49,7 @@ public enum AgentServices {
     public static func makeTaskRunner(configuration: AgentConfiguration, logger: Logger) throws -> TaskRunner {
         var taskLogger = logger
         taskLogger[metadataKey: "component"] = "tasks"
+        let volumes = volumeManager(configuration: configuration, logger: taskLogger)
         return TaskRunner(
             configuration: .init(concurrency: configuration.taskConcurrency),
             journal: try TaskJournal(stateDirectory: configuration.stateDirectory),
@@ -58,6 +61,10 @@ public enum AgentServices {
                 .controlUnit: ControlUnit(
                     connect: { try await SystemdManager.connect(configuration.modules.systemd) },
                     log: .journal(directory: nil)),
+                .mountVolume: MountVolume(volumes: volumes),
+                .unmountVolume: UnmountVolume(volumes: volumes),
+                .syncTree: SyncTree(
+                    engine: SyncEngine(logger: taskLogger), stateDirectory: configuration.stateDirectory),
             ],
             logger: taskLogger)
     }
@@ -87,5 +94,15 @@ public enum AgentServices {
             store: NodeModuleStore(stateDirectory: configuration.stateDirectory), manager: manager,
             unitDirectory: modules.effectiveUnitDirectory(environment: ProcessInfo.processInfo.environment),
             prefix: modules.unitPrefix, trustedKeys: keys, configuration: attacherConfiguration, logger: moduleLogger)
+    }
+
+    /// The volume manager: `.mount` units in the unit directory of the manager the agent drives (`--systemd`).
+    static func volumeManager(configuration: AgentConfiguration, logger: Logger) -> VolumeManager {
+        let modules = configuration.modules
+        return VolumeManager(
+            configuration: .init(
+                unitDirectory: modules.effectiveUnitDirectory(environment: ProcessInfo.processInfo.environment),
+                connect: { try await SystemdManager.connect(modules.systemd) }),
+            logger: logger)
     }
 }

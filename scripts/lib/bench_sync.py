@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Driver of scripts/bench-sync: bare `rsync -a` vs `muster-agent sync`, side by side, on one source tree.
 
-  bench_sync.py AGENT SOURCE WORKDIR [--repeat N] [--no-drop-caches]
+  bench_sync.py AGENT SOURCE WORKDIR [--repeat N] [--no-drop-caches] [--task MUSTER STATE_DIR NODE_ID]
 
 Cases, each run for both tools in alternating order:
   first copy   into an empty directory, page cache dropped before each run (cold), once per tool;
@@ -10,6 +10,8 @@ Tools: bare `rsync -a`, rsync with muster's argv (`-aHAX --numeric-ids … --sta
   1% changed   1% of the text files rewritten (new content, new mtime) before each pair, median of N.
 muster runs with --json; every NDJSON line is time-stamped on arrival to measure the progress rate
 (updates per second and the longest gap between updates, from the first update to the summary).
+With --task, a fourth tool: `muster sync … --node NODE_ID --json`, i.e. a syncTree task through the coordinator
+to the agent (same host), progress events timed the same way.
 Prints a table; asserts nothing.
 """
 import argparse
@@ -73,6 +75,33 @@ def run_muster(agent, source, dest):
     }
 
 
+def run_task(task, source, dest):
+    muster, state_dir, node = task
+    start = time.monotonic()
+    proc = subprocess.Popen([muster, "sync", source, dest, "--node", node, "--json", "--state-dir", state_dir],
+                            stdout=subprocess.PIPE, text=True, bufsize=1)
+    stamps, result = [], None
+    for line in proc.stdout:
+        now = time.monotonic()
+        event = json.loads(line)
+        if event["event"] == "progress":
+            stamps.append(now)
+        elif event["event"] == "result":
+            result = event["task"]
+            stamps.append(now)
+    code = proc.wait()
+    elapsed = time.monotonic() - start
+    if code != 0 or result is None or result["state"] != "succeeded":
+        sys.exit(f"muster sync failed with exit {code}: {result and result.get('error')}")
+    gaps = [b - a for a, b in zip([start] + stamps, stamps)]
+    return elapsed, {
+        "updates": len(stamps) - 1,
+        "max_gap": max(gaps) if gaps else float("nan"),
+        "rate": (len(stamps) - 1) / elapsed if elapsed > 0 else float("nan"),
+        "transferred": result["result"]["stats"].get("transferredFiles"),
+    }
+
+
 def mutate(source, fraction, seed):
     rng = random.Random(seed)
     files = []
@@ -93,50 +122,56 @@ def main():
     parser.add_argument("workdir")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--no-drop-caches", action="store_true")
+    parser.add_argument("--task", nargs=3, metavar=("MUSTER", "STATE_DIR", "NODE_ID"))
     args = parser.parse_args()
     drop = not args.no_drop_caches
-    dests = {tool: os.path.join(args.workdir, f"dst-{tool}") for tool in ("bare", "same", "muster")}
+    tools = ["bare", "same", "muster"] + (["task"] if args.task else [])
+    dests = {tool: os.path.join(args.workdir, f"dst-{tool}") for tool in tools}
     runners = {
         "bare": lambda dest: run_bare(args.source, dest),
         "same": lambda dest: run_same_argv(args.source, dest),
         "muster": lambda dest: run_muster(args.agent, args.source, dest),
+        "task": lambda dest: run_task(args.task, args.source, dest),
     }
     results = []
 
     def round_robin(times, progresses, index, cold):
-        order = ["bare", "same", "muster"]
-        order = order[index % 3:] + order[:index % 3]
+        order = tools[index % len(tools):] + tools[:index % len(tools)]
         for tool in order:
             if cold:
                 drop_caches(drop)
             elapsed, progress = runners[tool](dests[tool])
             times[tool].append(elapsed)
             if progress:
-                progresses.append(progress)
+                progresses.setdefault(tool, []).append(progress)
 
     def record(case, times, progresses):
         med = {tool: statistics.median(values) for tool, values in times.items()}
-        progress = min(progresses, key=lambda p: p["rate"])
+        progress = {tool: min(values, key=lambda p: p["rate"]) for tool, values in progresses.items()}
         results.append((case, med, progress))
-        print(f"  {case}: rsync -a {med['bare']:.2f} s, rsync same argv {med['same']:.2f} s, muster {med['muster']:.2f} s; "
-              f"progress {progress['rate']:.2f}/s (max gap {progress['max_gap']:.2f} s, {progress['updates']} updates), "
-              f"muster transferred {progress['transferred']} files", file=sys.stderr, flush=True)
+        line = f"  {case}: rsync -a {med['bare']:.2f} s, rsync same argv {med['same']:.2f} s, muster {med['muster']:.2f} s"
+        if "task" in med:
+            line += f", muster sync (task) {med['task']:.2f} s"
+        for tool, p in progress.items():
+            line += (f"; {tool} progress {p['rate']:.2f}/s (max gap {p['max_gap']:.2f} s, {p['updates']} updates, "
+                     f"{p['transferred']} files transferred)")
+        print(line, file=sys.stderr, flush=True)
 
     for path in dests.values():
         shutil.rmtree(path, ignore_errors=True)
     print("first copy (cold)", file=sys.stderr, flush=True)
-    times, progresses = {t: [] for t in dests}, []
+    times, progresses = {t: [] for t in dests}, {}
     round_robin(times, progresses, 0, cold=True)
     record("first copy (cold)", times, progresses)
 
     print("no-op re-run (warm)", file=sys.stderr, flush=True)
-    times, progresses = {t: [] for t in dests}, []
+    times, progresses = {t: [] for t in dests}, {}
     for i in range(args.repeat):
         round_robin(times, progresses, i, cold=False)
     record("no-op re-run", times, progresses)
 
     print("1% changed (warm)", file=sys.stderr, flush=True)
-    times, progresses = {t: [] for t in dests}, []
+    times, progresses = {t: [] for t in dests}, {}
     for i in range(args.repeat):
         changed = mutate(args.source, 0.01, 1000 + i)
         round_robin(times, progresses, i, cold=False)
@@ -144,14 +179,21 @@ def main():
     record("1% changed", times, progresses)
 
     print()
+    task = "task" in tools
     print(f"{'case':<18} {'rsync -a':>9} {'rsync argv':>10} {'muster':>8} {'m/rsync-a':>10} {'m/argv':>7} "
-          f"{'progress/s':>10} {'max gap':>8}")
+          f"{'progress/s':>10} {'max gap':>8}"
+          + (f" {'task':>8} {'t/argv':>7} {'t prog/s':>9} {'t gap':>7}" if task else ""))
     for case, med, progress in results:
-        print(f"{case:<18} {med['bare']:>8.2f}s {med['same']:>9.2f}s {med['muster']:>7.2f}s "
-              f"{med['muster'] / med['bare']:>10.3f} {med['muster'] / med['same']:>7.3f} "
-              f"{progress['rate']:>10.2f} {progress['max_gap']:>7.2f}s")
+        line = (f"{case:<18} {med['bare']:>8.2f}s {med['same']:>9.2f}s {med['muster']:>7.2f}s "
+                f"{med['muster'] / med['bare']:>10.3f} {med['muster'] / med['same']:>7.3f} "
+                f"{progress['muster']['rate']:>10.2f} {progress['muster']['max_gap']:>7.2f}s")
+        if task:
+            line += (f" {med['task']:>7.2f}s {med['task'] / med['same']:>7.3f} {progress['task']['rate']:>9.2f}"
+                     f" {progress['task']['max_gap']:>6.2f}s")
+        print(line)
     print("(medians; m/rsync-a = muster / bare rsync -a, m/argv = muster / rsync with muster's argv; target ≤ 1.05."
-          " progress/s and max gap: the slowest-updating muster run of the case, gaps measured from process start)")
+          " progress/s and max gap: the slowest-updating run of the case, gaps measured from process start;"
+          " task = `muster sync` through the coordinator, t/argv = task / rsync with muster's argv)")
 
 
 if __name__ == "__main__":

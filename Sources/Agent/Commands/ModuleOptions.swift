@@ -2,12 +2,16 @@ import ArgumentParser
 import Foundation
 import Shared
 
-/// How the agent attaches modules: `muster-agent run` and `muster-agent module …` share these.
+/// The systemd manager the agent drives and how it names and trusts units: `muster-agent run`, `module …` and
+/// `volume …` share these.
 struct ModuleOptions: ParsableArguments {
-    @Option(name: .long, help: "The systemd manager that runs module units: system or user. Env: MUSTER_SYSTEMD.")
+    @Option(
+        name: .long, help: "The systemd manager that runs module and volume units: system or user. Env: MUSTER_SYSTEMD.")
     var systemd: String = ProcessInfo.processInfo.environment["MUSTER_SYSTEMD"] ?? SystemdScope.system.rawValue
 
-    @Option(name: .long, help: "Unit file directory (default: /etc/systemd/system, or the user unit directory).")
+    @Option(
+        name: [.customLong("unit-dir"), .customLong("unit-directory")],
+        help: "Unit file directory (default: /etc/systemd/system, or the user unit directory).")
     var unitDir: String?
 
     @Option(name: .long, help: "Unit name prefix: <prefix>-<module>-<service>.service.")
@@ -22,6 +26,7 @@ struct ModuleOptions: ParsableArguments {
 
     func validate() throws {
         guard SystemdScope(rawValue: systemd) != nil else { throw ValidationError("--systemd must be system or user") }
+        if let unitDir, !unitDir.hasPrefix("/") { throw ValidationError("--unit-dir must be an absolute path") }
         do {
             try UnitName.validateComponent(unitPrefix, field: "--unit-prefix")
         } catch let error as MusterError {

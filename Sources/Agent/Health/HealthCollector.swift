@@ -12,19 +12,25 @@ public struct HealthCollector: Sendable {
     public var procRoot: String
     /// The attached modules' units (``ModuleAttacher/attachedUnits()``), when the agent attaches modules.
     public var units: (@Sendable () async -> [UnitStatus])?
+    /// The node's volumes (``VolumeManager/statuses()``): mounted, writable, free space.
+    public var volumes: (@Sendable () async -> [VolumeStatus])?
 
     public init(
-        stateDirectory: String, procRoot: String = "/proc", units: (@Sendable () async -> [UnitStatus])? = nil
+        stateDirectory: String, procRoot: String = "/proc", units: (@Sendable () async -> [UnitStatus])? = nil,
+        volumes: (@Sendable () async -> [VolumeStatus])? = nil
     ) {
         self.stateDirectory = stateDirectory
         self.procRoot = procRoot
         self.units = units
+        self.volumes = volumes
     }
 
-    /// ``collect(now:)`` plus the attached units' states (read over D-Bus) when there is a unit source.
+    /// ``collect(now:)`` plus the attached units' states (read over D-Bus) and the volumes' status, when there are
+    /// sources for them.
     public func report(now: Date = Date()) async -> HealthReport {
         var report = collect(now: now)
         if let units { report.units = await units() }
+        if let volumes { report.volumes = await volumes() }
         return report
     }
 

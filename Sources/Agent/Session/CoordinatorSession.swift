@@ -48,7 +48,7 @@ public final class CoordinatorSession: Service {
     public let tasks: TaskRunner?
     private let statusBox = Mutex(Status())
 
-    /// - Parameter health: what heartbeats report; default: host health of the state directory, no units.
+    /// - Parameter health: what heartbeats report; default: host health of the state directory, no units or volumes.
     public init(
         configuration: Configuration, tasks: TaskRunner? = nil, health: HealthCollector? = nil, logger: Logger
     ) {

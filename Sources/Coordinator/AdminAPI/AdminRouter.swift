@@ -61,6 +61,8 @@ public enum AdminRouter {
         TokensRoutes(dependencies: dependencies).register(on: v1)
         NodesRoutes(dependencies: dependencies).register(on: v1)
         TasksRoutes(dependencies: dependencies).register(on: v1)
+        VolumesRoutes(dependencies: dependencies).register(on: v1)
+        SyncRoutes(dependencies: dependencies).register(on: v1)
         return router
     }
 }

@@ -110,6 +110,7 @@ public enum SchemaMigrations {
                 """,
                 "CREATE INDEX tasks_workflow ON tasks (workflow_id, step_index) WHERE workflow_id IS NOT NULL",
             ]),
+        volumesMigration,
     ]
 
     /// The newest version this binary knows.

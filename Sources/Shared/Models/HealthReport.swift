@@ -16,10 +16,13 @@ public struct HealthReport: Codable, Sendable, Equatable {
     /// Every unit of an attached module with its state, read over D-Bus; `nil` when the agent attaches no modules
     /// (and in reports from agents that predate it: the key is optional on the wire).
     public var units: [UnitStatus]?
+    /// The volumes this node mounts (``VolumeStatus``); absent from agents that predate volumes.
+    public var volumes: [VolumeStatus]?
 
     public init(
         load: [Double], memoryTotalBytes: UInt64, memoryAvailableBytes: UInt64, diskTotalBytes: UInt64,
-        diskFreeBytes: UInt64, uptimeSeconds: Double, agentVersion: String, clock: Date, units: [UnitStatus]? = nil
+        diskFreeBytes: UInt64, uptimeSeconds: Double, agentVersion: String, clock: Date, units: [UnitStatus]? = nil,
+        volumes: [VolumeStatus]? = nil
     ) {
         self.units = units
         self.load = load
@@ -30,5 +33,6 @@ public struct HealthReport: Codable, Sendable, Equatable {
         self.uptimeSeconds = uptimeSeconds
         self.agentVersion = agentVersion
         self.clock = clock
+        self.volumes = volumes
     }
 }

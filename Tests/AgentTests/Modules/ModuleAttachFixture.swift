@@ -102,7 +102,7 @@ struct ModuleAttachFixture {
         node: SystemNode, trustedKeys: [Curve25519.Signing.PublicKey] = [signer.publicKey]
     ) async throws -> ModuleAttacher {
         var configuration = ModuleAttacher.Configuration()
-        configuration.managerRoot = "/proc/\(try node.initPID())/root"
+        configuration.managerRoot = "/proc/\(try node.requiredInitPID())/root"
         configuration.output = .files(directory: logs)
         return ModuleAttacher(
             store: store, manager: try await SystemdManager.connect(node.busAddress),
@@ -125,18 +125,9 @@ struct ModuleAttachFixture {
 }
 
 extension SystemNode {
-    /// The node's PID 1 as the host sees it (the only child of the `unshare` process).
-    func initPID() throws -> pid_t {
-        let text = try String(contentsOfFile: "/proc/\(pid)/task/\(pid)/children", encoding: .utf8)
-        guard let first = text.split(separator: " ").first,
-            let child = pid_t(first.trimmingCharacters(in: .whitespacesAndNewlines))
-        else { throw UserManagerError("node \(name) has no PID 1 yet") }
-        return child
-    }
-
     /// Mount points in the node's mount namespace below `prefix`.
     func mountPoints(under prefix: String) throws -> [String] {
-        let text = try String(contentsOfFile: "/proc/\(try initPID())/mountinfo", encoding: .utf8)
+        let text = try String(contentsOfFile: "/proc/\(try requiredInitPID())/mountinfo", encoding: .utf8)
         return text.split(separator: "\n").compactMap { line in
             let fields = line.split(separator: " ")
             guard fields.count > 4 else { return nil }
@@ -151,6 +142,6 @@ extension SystemNode {
     func verifyUnits(_ paths: [String]) throws -> CommandOutput {
         try runCommand(
             "/usr/bin/nsenter",
-            ["-t", "\(try initPID())", "-m", "-p", "/usr/bin/systemd-analyze", "verify", "--man=no"] + paths)
+            ["-t", "\(try requiredInitPID())", "-m", "-p", "/usr/bin/systemd-analyze", "verify", "--man=no"] + paths)
     }
 }

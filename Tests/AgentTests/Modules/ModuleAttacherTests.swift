@@ -177,7 +177,7 @@ struct ModuleAttacherTests {
             func agentInNode(_ arguments: [String]) throws -> [String: Any] {
                 let run = try runCommand(
                     "/usr/bin/nsenter",
-                    ["-t", "\(try node.initPID())", "-m", "-p", agent, "module"] + arguments + [
+                    ["-t", "\(try node.requiredInitPID())", "-m", "-p", agent, "module"] + arguments + [
                         "--state-dir", state, "--log-level", "warning",
                     ])
                 #expect(run.status == 0, "muster-agent module \(arguments): \(run.stderr)")

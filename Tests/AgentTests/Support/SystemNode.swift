@@ -20,6 +20,8 @@ final class SystemNode: Sendable {
     /// The `unshare` process (parent of the node's PID 1), our child.
     let pid: pid_t
     private let cgroup: String
+    /// The network namespace the node lives in, `nil` for the host's.
+    let netns: String?
     private let reaped = Mutex(false)
 
     /// Where the node's manager finds units (`SYSTEMD_UNIT_PATH`).
@@ -31,15 +33,18 @@ final class SystemNode: Sendable {
     var journalDirectory: String { "\(base)/run/log/journal" }
     var log: String { (try? String(contentsOfFile: "\(base)/console", encoding: .utf8)) ?? "" }
 
-    private init(name: String, base: String, pid: pid_t, cgroup: String) {
+    private init(name: String, base: String, pid: pid_t, cgroup: String, netns: String?) {
+        self.netns = netns
         self.name = name
         self.base = base
         self.pid = pid
         self.cgroup = cgroup
     }
 
-    static func with<T>(_ body: (SystemNode) async throws -> T) async throws -> T {
-        let node = try await start()
+    static func with<T>(
+        netns: String? = nil, mountHelpers: String? = nil, _ body: (SystemNode) async throws -> T
+    ) async throws -> T {
+        let node = try await start(netns: netns, mountHelpers: mountHelpers)
         do {
             let value = try await body(node)
             await node.stop()
@@ -50,7 +55,12 @@ final class SystemNode: Sendable {
         }
     }
 
-    static func start() async throws -> SystemNode {
+    /// Boots a node.
+    /// - Parameters:
+    ///   - netns: a network namespace (`/run/netns/NAME`) the node lives in; the host's network otherwise.
+    ///   - mountHelpers: a directory whose files (e.g. `mount.nfs4`) are laid over `/usr/sbin` in the node's mount
+    ///     namespace only (a read-only overlay), so `mount(8)` inside the node finds them.
+    static func start(netns: String? = nil, mountHelpers: String? = nil) async throws -> SystemNode {
         var random = SystemRandomNumberGenerator()
         let id = String(random.next() % 0xFFFFFF, radix: 16)
         let name = "ms\(getpid())-\(id)"
@@ -95,15 +105,18 @@ final class SystemNode: Sendable {
             }
         }
         let moves = hierarchies.map { "echo $$ > '\($0)/\(cgroup)/cgroup.procs'" }.joined(separator: " && ")
+        // `nsenter --net=`, not `ip netns exec` (which remounts /sys and hides the cgroup tree from systemd).
+        let enterNet = netns.map { "nsenter --net=/run/netns/\($0) " } ?? ""
+        let helpers = mountHelpers.map { "mount -t overlay overlay -o ro,lowerdir=\($0):/usr/sbin /usr/sbin && " } ?? ""
         let script = """
-            \(moves) && exec unshare --pid --fork --mount --mount-proc --uts --propagation private sh -c '\
+            \(moves) && exec \(enterNet)unshare --pid --fork --mount --mount-proc --uts --propagation private sh -c '\
             mount --bind \(base)/run /run && mount --bind \(base)/hostname /etc/hostname && \
-            mount --bind \(base)/machine-id /etc/machine-id && \
+            mount --bind \(base)/machine-id /etc/machine-id && \(helpers)\
             exec env -i container=muster-test SYSTEMD_UNIT_PATH=\(base)/units /lib/systemd/systemd --system \
             --unit=node.target --log-target=console --log-level=notice'
             """
         let pid = try UserManager.spawn(["/usr/bin/setsid", "/bin/sh", "-c", script], log: "\(base)/console")
-        let node = SystemNode(name: name, base: base, pid: pid, cgroup: cgroup)
+        let node = SystemNode(name: name, base: base, pid: pid, cgroup: cgroup, netns: netns)
         do {
             try await node.waitUntilRunning()
         } catch {
@@ -111,6 +124,28 @@ final class SystemNode: Sendable {
             throw error
         }
         return node
+    }
+
+    /// The node's PID 1 as the host sees it (the only child of the `unshare` process).
+    var initPID: pid_t? {
+        guard let text = try? String(contentsOfFile: "/proc/\(pid)/task/\(pid)/children", encoding: .utf8) else {
+            return nil
+        }
+        return text.split(separator: " ").first.flatMap { pid_t($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
+    }
+
+    /// ``initPID``, or an error naming the node when it has none (yet).
+    func requiredInitPID() throws -> pid_t {
+        guard let initPID else { throw UserManagerError("node \(name) has no PID 1 yet") }
+        return initPID
+    }
+
+    /// Runs `argv` inside the node (its PID, mount, UTS and network namespaces) to completion.
+    func exec(_ argv: [String]) throws -> CommandOutput {
+        guard let initPID else { throw UserManagerError("node \(name) has no PID 1") }
+        var flags = ["-t", "\(initPID)", "-m", "-p", "-u"]
+        if netns != nil { flags.append("-n") }
+        return try runCommand("/usr/bin/nsenter", flags + argv)
     }
 
     private func waitUntilRunning() async throws {
