@@ -1,3 +1,4 @@
+import Foundation
 import Testing
 
 @testable import Shared
@@ -80,6 +81,15 @@ struct SeedProfileTests {
         #expect {
             try SeedProfile.parse(text, source: "p.yaml")
         } throws: { ($0 as? MusterError)?.message.contains("volume: directories are copied") == true }
+    }
+
+    /// The example service's profile (examples/repo-service/seed.yaml) is valid for the real parser.
+    @Test func theExampleServicesProfileParses() throws {
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent()
+        let profile = try SeedProfile.load(path: root.appendingPathComponent("examples/repo-service/seed.yaml").path)
+        #expect(profile.service.unit.hasSuffix(".service"))
+        #expect(!(profile.checks ?? []).isEmpty)
     }
 
     @Test func aMissingFileIsNotFound() {

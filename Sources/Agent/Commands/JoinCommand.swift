@@ -21,11 +21,15 @@ struct JoinCommand: AsyncParsableCommand {
 
     @OptionGroup var common: CommonOptions
 
+    /// For `--run`: the same systemd and module options as `muster-agent run`.
+    @OptionGroup var moduleOptions: ModuleOptions
+
     func run() async throws {
         let logger = common.bootstrapLogging()
         let address = try CoordinatorAddress(parsing: coordinator)
         let parsed = try JoinToken(parsing: token)
-        let configuration = try common.configuration()
+        var configuration = try common.configuration()
+        configuration.modules = moduleOptions.modules
         let identity = try await JoinClient(
             coordinator: address, token: parsed, stateDirectory: configuration.stateDirectory,
             facts: HostFactsCollector.collect(), logger: logger
@@ -34,6 +38,6 @@ struct JoinCommand: AsyncParsableCommand {
             "joined the cluster as node \(identity.nodeID.uuidString.lowercased()) (identity in \(NodeIdentity.Paths(stateDirectory: configuration.stateDirectory).directory))"
         )
         guard run else { return }
-        try await AgentServices.make(configuration: configuration, logger: logger).group.run()
+        try await RunCommand.runDaemon(configuration: configuration, logger: logger)
     }
 }

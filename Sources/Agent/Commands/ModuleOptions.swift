@@ -6,7 +6,8 @@ import Shared
 /// `volume …` share these.
 struct ModuleOptions: ParsableArguments {
     @Option(
-        name: .long, help: "The systemd manager that runs module and volume units: system or user. Env: MUSTER_SYSTEMD.")
+        name: .long, help: "The systemd manager that runs module and volume units: system or user. Env: MUSTER_SYSTEMD."
+    )
     var systemd: String = ProcessInfo.processInfo.environment["MUSTER_SYSTEMD"] ?? SystemdScope.system.rawValue
 
     @Option(

@@ -18,8 +18,22 @@ struct RunCommand: AsyncParsableCommand {
         let logger = common.bootstrapLogging()
         var configuration = try common.configuration()
         configuration.modules = moduleOptions.modules
+        try await Self.runDaemon(configuration: configuration, logger: logger)
+    }
+
+    /// The daemon, for `run` and `join --run`: restores attached modules, then runs every service until shutdown.
+    static func runDaemon(configuration: AgentConfiguration, logger: Logger) async throws {
         _ = try NodeIdentity.load(stateDirectory: configuration.stateDirectory)
-        let attacher = try await AgentServices.makeModuleAttacher(configuration: configuration, logger: logger)
+        var attacher: ModuleAttacher?
+        do {
+            attacher = try await AgentServices.makeModuleAttacher(configuration: configuration, logger: logger)
+        } catch let error as MusterError where error.code == .connectionFailed {
+            // The node still heartbeats and runs its other tasks; attach tasks fail until the agent restarts with a
+            // reachable manager.
+            logger.error(
+                "cannot reach the systemd manager: this node attaches no modules",
+                metadata: ["error": "\(error.message)"])
+        }
         if let attacher {
             // Modules attached before a restart or reboot come back (their units are not enabled).
             _ = await attacher.restoreAttached()
