@@ -7,7 +7,10 @@ import Shared
 struct MusterAgent: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "muster-agent", abstract: "Muster node agent.", version: MusterVersion.current,
-        subcommands: [JoinCommand.self, RunCommand.self, SyncCommand.self, MigrateSQLiteCommand.self, BenchSessionsCommand.self])
+        subcommands: [
+            JoinCommand.self, RunCommand.self, SyncCommand.self, MigrateSQLiteCommand.self, BenchSessionsCommand.self,
+            BenchFetchCommand.self,
+        ])
 
     static func main() async {
         do {

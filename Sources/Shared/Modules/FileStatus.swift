@@ -3,6 +3,10 @@
     // CoreFoundation's copy of the headers depending on build order, so that module is imported explicitly.
     import CoreFoundation
 #endif
+#if canImport(CDispatch)
+    // …or to Dispatch's (CDispatch) copy, when another file of the module imports NIOCore/Foundation.
+    import CDispatch
+#endif
 #if canImport(Glibc)
     // Glibc only, no Foundation: with MemberImportVisibility, `struct stat`'s members seen through Foundation
     // resolve to CoreFoundation/CDispatch's copies of the glibc headers and would need those imports.
