@@ -42,7 +42,8 @@ let package = Package(
             pkgConfig: "libsystemd",
             providers: [.apt(["libsystemd-dev"])]
         ),
-        // <sys/xattr.h> (glibc) for the module builder's trusted.overlay.* xattrs; headers only.
+        // <sys/xattr.h> (glibc) for the module builder's trusted.overlay.* xattrs and the agent reading them back,
+        // and setns/unshare syscall wrappers for direct module mounts; headers only.
         .systemLibrary(name: "CXattr"),
         .target(
             name: "Shared",
@@ -63,6 +64,7 @@ let package = Package(
             dependencies: [
                 "Shared",
                 "CSystemd",
+                "CXattr",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
@@ -116,7 +118,8 @@ let package = Package(
         ),
         .testTarget(
             name: "AgentTests",
-            dependencies: ["Agent", "Shared", "TestSupport"],
+            // Coordinator: module tests build real images with its ModuleBuilder.
+            dependencies: ["Agent", "Coordinator", "Shared", "TestSupport"],
             swiftSettings: strict
         ),
         .testTarget(

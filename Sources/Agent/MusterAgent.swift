@@ -8,8 +8,8 @@ struct MusterAgent: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "muster-agent", abstract: "Muster node agent.", version: MusterVersion.current,
         subcommands: [
-            JoinCommand.self, RunCommand.self, SyncCommand.self, MigrateSQLiteCommand.self, BenchSessionsCommand.self,
-            BenchFetchCommand.self,
+            JoinCommand.self, RunCommand.self, ModuleCommand.self, SyncCommand.self, MigrateSQLiteCommand.self,
+            BenchSessionsCommand.self, BenchFetchCommand.self,
         ])
 
     static func main() async {

@@ -15,10 +15,22 @@ import Shared
 public struct HealthCollector: Sendable {
     public var stateDirectory: String
     public var procRoot: String
+    /// The attached modules' units (``ModuleAttacher/attachedUnits()``), when the agent attaches modules.
+    public var units: (@Sendable () async -> [UnitStatus])?
 
-    public init(stateDirectory: String, procRoot: String = "/proc") {
+    public init(
+        stateDirectory: String, procRoot: String = "/proc", units: (@Sendable () async -> [UnitStatus])? = nil
+    ) {
         self.stateDirectory = stateDirectory
         self.procRoot = procRoot
+        self.units = units
+    }
+
+    /// ``collect(now:)`` plus the attached units' states (read over D-Bus) when there is a unit source.
+    public func report(now: Date = Date()) async -> HealthReport {
+        var report = collect(now: now)
+        if let units { report.units = await units() }
+        return report
     }
 
     /// A report as of now. Values that cannot be read are 0 (the report still goes out).

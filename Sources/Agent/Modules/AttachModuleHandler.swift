@@ -2,9 +2,10 @@ import Foundation
 import Shared
 import Synchronization
 
-/// One fetch at a time on a node: two attach tasks of modules that share objects would otherwise write the
-/// same partial files.
-actor FetchGate {
+/// One module operation at a time on a node: two attach tasks of modules that share objects would otherwise write
+/// the same partial files, and a detach's garbage collection could remove objects a fetch has just stored for a
+/// module that is not attached yet.
+actor ModuleTaskGate {
     private var busy = false
     private var waiters: [CheckedContinuation<Void, Never>] = []
 
@@ -26,26 +27,44 @@ actor FetchGate {
 }
 
 /// The `attachModule` task (spec ``AttachModuleSpec``): fetch what the node lacks of the module version into
-/// its store (``ModuleFetcher``), check the stored copy (image digest, every object re-hashed), then attach it.
+/// its store (``ModuleFetcher``), check the stored copy (image digest, every object re-hashed), then attach it
+/// with the ``ModuleAttacher`` (verify, mount, write and start the units).
 ///
 /// Progress: `{"phase": "fetch", "bytesReceived", "bytesToFetch", "filesFetched", "filesToFetch"}`, at most
-/// every 250 ms. Result: the fetch report under `fetch`.
-public struct AttachModuleHandler: TaskHandler {
+/// every 250 ms, then `{"phase": "attach"}`. Result: `{module, version, imageDigest, fetch: <fetch report>,
+/// attach: <attach report>}`.
+struct AttachModuleHandler: TaskHandler {
+    /// What happens after the fetch.
+    enum AttachStep: Sendable {
+        /// Attach with this attacher (the agent daemon).
+        case attacher(ModuleAttacher)
+        /// This node cannot attach modules (no systemd manager, no trusted key): the task fails after the fetch
+        /// with this reason, so the operator sees why.
+        case unavailable(reason: String)
+        /// Fetch and verify only (the transfer tests, which have no systemd manager in-process).
+        case fetchOnly
+    }
+
     let fetcher: ModuleFetcher
-    let gate = FetchGate()
+    let step: AttachStep
+    let gate: ModuleTaskGate
 
-    public init(fetcher: ModuleFetcher) {
+    init(fetcher: ModuleFetcher, step: AttachStep, gate: ModuleTaskGate = ModuleTaskGate()) {
         self.fetcher = fetcher
+        self.step = step
+        self.gate = gate
     }
 
-    public struct Result: Codable, Sendable, Equatable {
-        public var module: String
-        public var version: String
-        public var imageDigest: String
-        public var fetch: ModuleFetcher.Report
+    struct Result: Codable, Sendable, Equatable {
+        var module: String
+        var version: String
+        var imageDigest: String
+        var fetch: ModuleFetcher.Report
+        /// `nil` with ``AttachStep/fetchOnly``.
+        var attach: ModuleAttacher.AttachReport?
     }
 
-    public func run(spec: JSONValue, progress: TaskProgressReporter) async throws -> JSONValue {
+    func run(spec: JSONValue, progress: TaskProgressReporter) async throws -> JSONValue {
         let request: AttachModuleSpec
         do {
             request = try spec.decode(AttachModuleSpec.self)
@@ -55,9 +74,10 @@ public struct AttachModuleHandler: TaskHandler {
         }
         let spec = request
         let fetcher = self.fetcher
-        let (payload, report) = try await gate.withExclusiveAccess {
+        let step = self.step
+        let result = try await gate.withExclusiveAccess { () async throws -> Result in
             let throttle = FetchProgressThrottle()
-            return try await fetcher.fetch(imageDigest: spec.imageDigest) { step in
+            let (payload, report) = try await fetcher.fetch(imageDigest: spec.imageDigest) { step in
                 guard throttle.due(final: step.filesFetched == step.filesToFetch) else { return }
                 await progress(
                     .object([
@@ -67,24 +87,68 @@ public struct AttachModuleHandler: TaskHandler {
                         "filesToFetch": .number(Double(step.filesToFetch)),
                     ]))
             }
-        }
-        guard payload.manifest.name == spec.name, payload.manifest.version == spec.version else {
-            throw MusterError(
-                .verificationFailed,
-                "image \(spec.imageDigest) is \(payload.manifest.name)@\(payload.manifest.version), not "
-                    + "\(spec.name)@\(spec.version)")
-        }
-        // What is in the store is what gets mounted: check it, whoever wrote it.
-        guard let (imageDigest, _) = try ContentDigest.sha256(ofFileAt: fetcher.layout.imagePath(spec.imageDigest)),
-            imageDigest == spec.imageDigest
-        else {
-            throw MusterError(.digestMismatch, "the stored image \(spec.imageDigest) does not match its digest")
-        }
-        try fetcher.layout.objects.verifyOrThrow(payload.objects)
-        return try JSONValue(
-            encoding: Result(
+            guard payload.manifest.name == spec.name, payload.manifest.version == spec.version else {
+                throw MusterError(
+                    .verificationFailed,
+                    "image \(spec.imageDigest) is \(payload.manifest.name)@\(payload.manifest.version), not "
+                        + "\(spec.name)@\(spec.version)")
+            }
+            var result = Result(
                 module: payload.manifest.name, version: payload.manifest.version, imageDigest: spec.imageDigest,
-                fetch: report))
+                fetch: report, attach: nil)
+            switch step {
+            case .attacher(let attacher):
+                // The attacher verifies signature, image digest and every object before it mounts anything.
+                await progress(.object(["phase": .string("attach")]))
+                result.attach = try await attacher.attach(imageDigest: spec.imageDigest)
+            case .unavailable(let reason):
+                throw MusterError(
+                    .unitNotFound, "module \(spec.name)@\(spec.version) was fetched, but this node cannot attach it: \(reason)",
+                    hint: "run the agent under systemd (or with --systemd user) with a module signing key")
+            case .fetchOnly:
+                // What is in the store is what would be mounted: check it, whoever wrote it.
+                guard
+                    let (imageDigest, _) = try ContentDigest.sha256(
+                        ofFileAt: fetcher.layout.imagePath(spec.imageDigest)),
+                    imageDigest == spec.imageDigest
+                else {
+                    throw MusterError(.digestMismatch, "the stored image \(spec.imageDigest) does not match its digest")
+                }
+                try fetcher.layout.objects.verifyOrThrow(payload.objects)
+            }
+            return result
+        }
+        return try JSONValue(encoding: result)
+    }
+}
+
+/// The `detachModule` task (spec ``DetachModuleSpec``): stop and remove the module's units, unmount, collect
+/// objects no attached module references. Detaching a module that is not attached succeeds and changes nothing.
+/// Result: the attacher's detach report.
+struct DetachModuleHandler: TaskHandler {
+    let step: AttachModuleHandler.AttachStep
+    let gate: ModuleTaskGate
+
+    init(step: AttachModuleHandler.AttachStep, gate: ModuleTaskGate) {
+        self.step = step
+        self.gate = gate
+    }
+
+    func run(spec: JSONValue, progress: TaskProgressReporter) async throws -> JSONValue {
+        let request: DetachModuleSpec
+        do {
+            request = try spec.decode(DetachModuleSpec.self)
+        } catch {
+            throw MusterError(.invalidInput, "the detachModule spec is not {name}: \(error)")
+        }
+        guard case .attacher(let attacher) = step else {
+            if case .unavailable(let reason) = step {
+                throw MusterError(.unitNotFound, "this node cannot detach modules: \(reason)")
+            }
+            throw MusterError(.unitNotFound, "this agent runs no module attacher")
+        }
+        let report = try await gate.withExclusiveAccess { try await attacher.detach(module: request.name) }
+        return try JSONValue(encoding: report)
     }
 }
 

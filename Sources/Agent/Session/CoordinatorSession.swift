@@ -50,14 +50,16 @@ public final class CoordinatorSession: Service {
     public let objects: ObjectTransport?
     private let statusBox = Mutex(Status())
 
+    /// - Parameter health: what heartbeats report; default: host health of the state directory, no units.
     public init(
-        configuration: Configuration, tasks: TaskRunner? = nil, objects: ObjectTransport? = nil, logger: Logger
+        configuration: Configuration, tasks: TaskRunner? = nil, objects: ObjectTransport? = nil,
+        health: HealthCollector? = nil, logger: Logger
     ) {
         self.configuration = configuration
         self.tasks = tasks
         self.objects = objects
         self.logger = logger
-        self.health = HealthCollector(stateDirectory: configuration.stateDirectory)
+        self.health = health ?? HealthCollector(stateDirectory: configuration.stateDirectory)
     }
 
     public var status: Status { statusBox.withLock { $0 } }
@@ -312,7 +314,7 @@ public final class CoordinatorSession: Service {
     }
 
     private func sendHeartbeat(_ outbound: NIOAsyncChannelOutboundWriter<Envelope>) async throws {
-        try await outbound.write(try Message.heartbeat(Heartbeat(report: health.collect())).envelope())
+        try await outbound.write(try Message.heartbeat(Heartbeat(report: await health.report())).envelope())
         statusBox.withLock { $0.heartbeatsSent += 1 }
     }
 }

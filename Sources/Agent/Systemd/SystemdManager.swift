@@ -6,10 +6,7 @@ import Shared
 /// connection's serial queue; waiting for a unit polls its state with `Task.sleep`.
 struct SystemdManager: Sendable {
     /// Which manager the agent drives (`--systemd system|user`).
-    enum Scope: String, Sendable, CaseIterable {
-        case system
-        case user
-    }
+    typealias Scope = SystemdScope
 
     /// How `StartUnit`/`StopUnit` queue their job (systemd's job modes).
     enum JobMode: String, Sendable {

@@ -141,12 +141,16 @@ struct UnitFile: Sendable, Equatable {
         var `where`: String
         var type: String?
         var options: [String] = []
+        /// `LazyUnmount=yes`: stopping the unit detaches the mount even while processes still use it (a reattach
+        /// unmounts the old module version under services that kept running from it).
+        var lazyUnmount: Bool?
 
-        init(what: String, where path: String, type: String? = nil, options: [String] = []) {
+        init(what: String, where path: String, type: String? = nil, options: [String] = [], lazyUnmount: Bool? = nil) {
             self.what = what
             self.where = path
             self.type = type
             self.options = options
+            self.lazyUnmount = lazyUnmount
         }
     }
 
@@ -264,6 +268,7 @@ struct UnitFile: Sendable, Equatable {
             }
             w.raw("Options", opts.joined(separator: ","))
         }
+        if let lazy = m.lazyUnmount { w.raw("LazyUnmount", lazy ? "yes" : "no") }
     }
 
     // MARK: - Value rules

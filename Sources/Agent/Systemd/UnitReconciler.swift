@@ -83,8 +83,19 @@ struct UnitReconciler: Sendable {
                 }
             }
         }
-        for (name, job) in jobs {
-            result.outcomes[name] = try await systemd.waitUntilSettled(name, job: job, settle: settle, log: log(name))
+        // Wait for all of them at once: each must stay active for `settle`, and waiting one after the other would
+        // add those up.
+        let waits = jobs.map { (name: $0.0, job: $0.1, log: log($0.0)) }
+        try await withThrowingTaskGroup(of: (UnitName, UnitOutcome).self) { group in
+            for wait in waits {
+                group.addTask { [systemd] in
+                    (
+                        wait.name,
+                        try await systemd.waitUntilSettled(wait.name, job: wait.job, settle: settle, log: wait.log)
+                    )
+                }
+            }
+            for try await (name, outcome) in group { result.outcomes[name] = outcome }
         }
         return result
     }

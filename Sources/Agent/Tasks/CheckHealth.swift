@@ -78,7 +78,7 @@ public struct CheckHealth: TaskHandler {
             await progress(.object(["done": .number(Double(outcomes.count)), "total": .number(Double(total))]))
         }
         let failed = outcomes.filter { !$0.ok }
-        let report = Report(healthy: failed.isEmpty, report: collector.collect(), checks: outcomes)
+        let report = Report(healthy: failed.isEmpty, report: await collector.report(), checks: outcomes)
         let value = try JSONValue(encoding: report)
         guard failed.isEmpty else {
             throw TaskFailure(

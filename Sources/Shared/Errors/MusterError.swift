@@ -31,6 +31,7 @@ public struct MusterError: Error, Sendable, CustomStringConvertible, CustomDebug
             case sourceLocked
             case sourceCorrupt
             case unitNotFound
+            case unitFailed
             case cancelled
             case io
             case `internal`
@@ -63,6 +64,8 @@ public struct MusterError: Error, Sendable, CustomStringConvertible, CustomDebug
         public static let sourceLocked = Code(.sourceLocked)
         public static let sourceCorrupt = Code(.sourceCorrupt)
         public static let unitNotFound = Code(.unitNotFound)
+        /// A unit Muster started failed (systemd's Result and the unit's last log lines are in the message).
+        public static let unitFailed = Code(.unitFailed)
         /// A task was cancelled by an operator.
         public static let cancelled = Code(.cancelled)
         public static let io = Code(.io)

@@ -13,11 +13,15 @@ public struct HealthReport: Codable, Sendable, Equatable {
     public var agentVersion: String
     /// The agent's clock when it made the report.
     public var clock: Date
+    /// Every unit of an attached module with its state, read over D-Bus; `nil` when the agent attaches no modules
+    /// (and in reports from agents that predate it: the key is optional on the wire).
+    public var units: [UnitStatus]?
 
     public init(
         load: [Double], memoryTotalBytes: UInt64, memoryAvailableBytes: UInt64, diskTotalBytes: UInt64,
-        diskFreeBytes: UInt64, uptimeSeconds: Double, agentVersion: String, clock: Date
+        diskFreeBytes: UInt64, uptimeSeconds: Double, agentVersion: String, clock: Date, units: [UnitStatus]? = nil
     ) {
+        self.units = units
         self.load = load
         self.memoryTotalBytes = memoryTotalBytes
         self.memoryAvailableBytes = memoryAvailableBytes

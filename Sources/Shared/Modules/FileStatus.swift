@@ -4,7 +4,7 @@
     import CoreFoundation
 #endif
 #if canImport(CDispatch)
-    // …or to Dispatch's (CDispatch) copy, when another file of the module imports NIOCore/Foundation.
+    // Same reason: depending on build order `struct stat`'s members resolve to CDispatch's copy of the headers.
     import CDispatch
 #endif
 #if canImport(Glibc)

@@ -151,7 +151,7 @@ struct ModulePublishTests {
             let objects = ObjectTransport()
             let runner = try AgentServices.makeTaskRunner(
                 configuration: AgentConfiguration(stateDirectory: stateDirectory), objects: objects,
-                logger: ChannelFixture.logger)
+                moduleStep: .fetchOnly, logger: ChannelFixture.logger)
             let session = CoordinatorSession(
                 configuration: .init(stateDirectory: stateDirectory), tasks: runner, objects: objects,
                 logger: ChannelFixture.logger)
