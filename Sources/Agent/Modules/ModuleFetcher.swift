@@ -246,11 +246,13 @@ public struct ModuleFetcher: Sendable {
 
     /// Runs `body` once a session is there; when the connection drops, waits for the next one and runs it again.
     private func resuming<T>(_ resumes: inout Int, _ body: () async throws -> T) async throws -> T {
+        var lost: Int?
         while true {
-            try await transport.waitForSession(limit: configuration.reconnectWait)
+            let generation = try await transport.waitForSession(limit: configuration.reconnectWait, newerThan: lost)
             do {
                 return try await body()
             } catch let error as MusterError where error.code == .connectionFailed {
+                lost = generation
                 resumes += 1
                 guard resumes <= configuration.maximumResumes else {
                     throw MusterError(

@@ -31,6 +31,12 @@ public final class ObjectTransport: Sendable {
         var slots: [String: Slot] = [:]
         var receivedBytes: UInt64 = 0
         var chunks = 0
+        var discardedBytes: UInt64 = 0
+
+        mutating func count(_ size: Int) {
+            receivedBytes += UInt64(size)
+            if size > 0 { chunks += 1 }
+        }
     }
 
     private let state = Mutex(State())
@@ -101,22 +107,25 @@ public final class ObjectTransport: Sendable {
         default:
             return false
         }
+        let size = (try? result.get().data.readableBytes) ?? 0
         let waiter = state.withLock { state -> CheckedContinuation<ObjectChunk, any Error>? in
-            if case .success(let chunk) = result {
-                state.receivedBytes += UInt64(chunk.data.readableBytes)
-                state.chunks += 1
-            }
             switch state.slots[envelope.id] {
             case .waiting(let continuation):
                 state.slots[envelope.id] = nil
+                state.count(size)
                 return continuation
             case .sent:
                 state.slots[envelope.id] = .done(result)
+                state.count(size)
                 return nil
-            case .abandoned:
+            case .abandoned, .none:
+                // An answer nobody waits for any more (its fetch was cancelled or failed): dropped, not counted.
                 state.slots[envelope.id] = nil
+                state.discardedBytes += UInt64(size)
                 return nil
-            case .done, .none:
+            case .done:
+                // A second answer to one request: keep the first.
+                state.discardedBytes += UInt64(size)
                 return nil
             }
         }
@@ -126,8 +135,10 @@ public final class ObjectTransport: Sendable {
 
     // MARK: - Fetcher side
 
-    /// Chunk payload bytes received since this transport was made (for benchmarks and tests).
+    /// Chunk payload bytes received for requests someone waited for, since this transport was made.
     public var receivedBytes: UInt64 { state.withLock { $0.receivedBytes } }
+    /// Chunk payload bytes that arrived for abandoned requests (a cancelled or failed fetch) and were dropped.
+    public var discardedBytes: UInt64 { state.withLock { $0.discardedBytes } }
     /// Chunks received since this transport was made.
     public var receivedChunks: Int { state.withLock { $0.chunks } }
 
@@ -139,30 +150,33 @@ public final class ObjectTransport: Sendable {
         }
     }
 
-    /// Waits until a session that speaks protocol v2 is attached.
+    /// Waits until a session that speaks protocol v2 is attached — one newer than `previous`, when given (after a
+    /// lost connection the old session may not have been detached yet).
     ///
-    /// - Throws: `MusterError` `.timeout` after `limit`, `.protocolVersion` when the session speaks
-    ///   only v1 (the coordinator is too old to transfer modules).
-    public func waitForSession(limit: Duration) async throws {
+    /// - Returns: The session's generation.
+    /// - Throws: `MusterError` `.timeout` after `limit`, `.protocolVersion` when the session speaks only v1 (the
+    ///   coordinator is too old to transfer modules).
+    @discardableResult
+    public func waitForSession(limit: Duration, newerThan previous: Int? = nil) async throws -> Int {
         let clock = ContinuousClock()
         let deadline = clock.now + limit
         while true {
-            let (attached, version) = state.withLock { ($0.send != nil, $0.version) }
-            if attached, let version {
+            let (attached, version, generation) = state.withLock { ($0.send != nil, $0.version, $0.generation) }
+            if attached, let version, generation > (previous ?? Int.min) {
                 guard version >= .v2 else {
                     throw MusterError(
                         .protocolVersion,
                         "the coordinator speaks protocol \(version); module transfer needs \(ProtocolVersion.v2)",
                         hint: "upgrade the coordinator")
                 }
-                return
+                return generation
             }
             guard clock.now < deadline else {
                 throw MusterError(
                     .timeout, "no session with the coordinator for \(limit); the transfer cannot continue",
                     hint: "the task is retried; check the agent's connection to the coordinator")
             }
-            try await Task.sleep(for: .milliseconds(50))
+            try await Task.sleep(for: .milliseconds(20))
         }
     }
 
