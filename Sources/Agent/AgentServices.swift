@@ -1,3 +1,4 @@
+import Crypto
 import Foundation
 import Logging
 import ServiceLifecycle
@@ -17,9 +18,12 @@ public enum AgentServices {
         try make(configuration: configuration, attacher: nil, logger: logger)
     }
 
-    /// The daemon; with an `attacher`, heartbeats list the attached modules' units.
+    /// The daemon; with an `attacher`, heartbeats list the attached modules' units and `attachModule` /
+    /// `detachModule` tasks run.
     static func make(configuration: AgentConfiguration, attacher: ModuleAttacher?, logger: Logger) throws -> Assembly {
-        let runner = try makeTaskRunner(configuration: configuration, logger: logger)
+        let objects = ObjectTransport()
+        let runner = try makeTaskRunner(
+            configuration: configuration, objects: objects, attacher: attacher, logger: logger)
         let volumes = volumeManager(configuration: configuration, logger: logger)
         var units: (@Sendable () async -> [UnitStatus])?
         if let attacher { units = { await attacher.attachedUnits() } }
@@ -30,7 +34,7 @@ public enum AgentServices {
                 stateDirectory: configuration.stateDirectory, backoff: configuration.backoff,
                 minimumHeartbeatInterval: configuration.minimumHeartbeatInterval,
                 maxFrameBytes: configuration.maxFrameBytes),
-            tasks: runner, health: health, logger: logger)
+            tasks: runner, objects: objects, health: health, logger: logger)
         let group = ServiceGroup(
             configuration: ServiceGroupConfiguration(
                 services: [
@@ -46,10 +50,33 @@ public enum AgentServices {
     }
 
     /// The task runner with every task kind this agent implements, journaling under the state directory.
-    public static func makeTaskRunner(configuration: AgentConfiguration, logger: Logger) throws -> TaskRunner {
+    /// - Parameters:
+    ///   - objects: The session's module transfer, used by `attachModule`.
+    ///   - attacher: Attaches and detaches modules; without one, module tasks fetch and then fail saying why.
+    static func makeTaskRunner(
+        configuration: AgentConfiguration, objects: ObjectTransport = ObjectTransport(),
+        attacher: ModuleAttacher? = nil, logger: Logger
+    ) throws -> TaskRunner {
+        let step: AttachModuleHandler.AttachStep =
+            attacher.map { .attacher($0) }
+            ?? .unavailable(reason: "the agent runs without a module attacher (no systemd manager or no module key)")
+        return try makeTaskRunner(configuration: configuration, objects: objects, moduleStep: step, logger: logger)
+    }
+
+    /// The task runner with an explicit module step (tests pass ``AttachModuleHandler/AttachStep/fetchOnly``).
+    static func makeTaskRunner(
+        configuration: AgentConfiguration, objects: ObjectTransport, moduleStep: AttachModuleHandler.AttachStep,
+        logger: Logger
+    ) throws -> TaskRunner {
         var taskLogger = logger
         taskLogger[metadataKey: "component"] = "tasks"
         let volumes = volumeManager(configuration: configuration, logger: taskLogger)
+        let stateDirectory = configuration.stateDirectory
+        let fetcher = ModuleFetcher(
+            stateDirectory: stateDirectory, transport: objects,
+            configuration: .fitting(maxFrameBytes: configuration.maxFrameBytes),
+            trustedKeys: { [try ModuleKeyFile.load(stateDirectory: stateDirectory)] }, logger: taskLogger)
+        let gate = ModuleTaskGate()
         return TaskRunner(
             configuration: .init(concurrency: configuration.taskConcurrency),
             journal: try TaskJournal(stateDirectory: configuration.stateDirectory),
@@ -65,6 +92,8 @@ public enum AgentServices {
                 .unmountVolume: UnmountVolume(volumes: volumes),
                 .syncTree: SyncTree(
                     engine: SyncEngine(logger: taskLogger), stateDirectory: configuration.stateDirectory),
+                .attachModule: AttachModuleHandler(fetcher: fetcher, step: moduleStep, gate: gate),
+                .detachModule: DetachModuleHandler(step: moduleStep, gate: gate),
             ],
             logger: taskLogger)
     }
@@ -77,13 +106,30 @@ public enum AgentServices {
     static func makeModuleAttacher(configuration: AgentConfiguration, logger: Logger) async throws -> ModuleAttacher? {
         let modules = configuration.modules
         var keyFiles = modules.trustedKeyFiles
-        if keyFiles.isEmpty {
-            let fallback = TrustedModuleKeys.defaultPath(stateDirectory: configuration.stateDirectory)
-            guard FileManager.default.fileExists(atPath: fallback) else { return nil }
-            keyFiles = [fallback]
+        let keys: [Curve25519.Signing.PublicKey]
+        // The key the coordinator sent (join response, welcome) when none is configured explicitly.
+        let distributed = ModuleKeyFile.path(stateDirectory: configuration.stateDirectory)
+        let onlyDistributed = keyFiles.isEmpty && FileManager.default.fileExists(atPath: distributed)
+        if onlyDistributed {
+            keys = [try ModuleKeyFile.load(stateDirectory: configuration.stateDirectory)]
+        } else {
+            if keyFiles.isEmpty {
+                let fallback = TrustedModuleKeys.defaultPath(stateDirectory: configuration.stateDirectory)
+                guard FileManager.default.fileExists(atPath: fallback) else { return nil }
+                keyFiles = [fallback]
+            }
+            keys = try TrustedModuleKeys.load(keyFiles)
         }
-        let keys = try TrustedModuleKeys.load(keyFiles)
-        let manager = try await SystemdManager.connect(modules.systemd)
+        let manager: SystemdManager
+        do {
+            manager = try await SystemdManager.connect(modules.systemd)
+        } catch where onlyDistributed {
+            // Only the distributed key, no manager to talk to (e.g. a host without systemd): run without modules
+            // rather than not at all; module tasks then fail saying so.
+            logger.notice(
+                "no systemd manager reachable: this node attaches no modules", metadata: ["error": "\(error)"])
+            return nil
+        }
         var attacherConfiguration = ModuleAttacher.Configuration()
         attacherConfiguration.scope = modules.systemd
         // A user manager cannot run .mount units: the agent mounts itself, in its own (the manager's) namespace.

@@ -9,7 +9,7 @@ struct MusterAgent: AsyncParsableCommand {
         commandName: "muster-agent", abstract: "Muster node agent.", version: MusterVersion.current,
         subcommands: [
             JoinCommand.self, RunCommand.self, ModuleCommand.self, VolumeCommand.self, SyncCommand.self,
-            MigrateSQLiteCommand.self, BenchSessionsCommand.self,
+            MigrateSQLiteCommand.self, BenchSessionsCommand.self, BenchFetchCommand.self,
         ])
 
     static func main() async {

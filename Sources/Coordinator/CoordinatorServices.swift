@@ -1,3 +1,4 @@
+import Crypto
 import Foundation
 import Hummingbird
 import HummingbirdTLS
@@ -139,6 +140,8 @@ struct CoordinatorCore: Service {
         taskLogger[metadataKey: "component"] = "tasks"
         let dispatcher = TaskDispatcher(store: TaskStore(database: database, logger: taskLogger), logger: taskLogger)
 
+        let repository = ModuleRepository(stateDirectory: configuration.stateDirectory)
+        try repository.prepare()
         var listenerLogger = logger
         listenerLogger[metadataKey: "component"] = "agent-listener"
         let listener = AgentListener(
@@ -146,7 +149,7 @@ struct CoordinatorCore: Service {
                 host: configuration.agentListen.host, port: configuration.agentListen.port,
                 heartbeatBudgetPerSecond: heartbeats.budgetPerSecond,
                 minimumHeartbeatInterval: heartbeats.minimumInterval),
-            authority: authority, directory: nodes, tasks: dispatcher, logger: listenerLogger)
+            authority: authority, directory: nodes, tasks: dispatcher, modules: repository, logger: listenerLogger)
 
         let advertised = configuration.advertisedHost
         let agentListen = configuration.agentListen
@@ -157,7 +160,10 @@ struct CoordinatorCore: Service {
                 return CoordinatorConfiguration.ListenAddress(host: advertised, port: port).description
             },
             sessionCount: { await listener.sessionCount() },
-            disconnect: { id in _ = await listener.disconnect(nodeID: id) }, dispatcher: dispatcher)
+            disconnect: { id in _ = await listener.disconnect(nodeID: id) }, dispatcher: dispatcher,
+            modules: ModuleServices(
+                store: ModuleStore(database: database, logger: logger), repository: repository,
+                trustedKey: authority.moduleSigningKey.publicKey))
         let adminPort = AsyncStream<Int>.makeStream()
         var adminLogger = logger
         adminLogger[metadataKey: "component"] = "admin-api"

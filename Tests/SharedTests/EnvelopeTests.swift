@@ -1,5 +1,6 @@
 import Foundation
-import Shared
+import NIOCore
+@testable import Shared
 import Testing
 
 @Suite("Envelope and messages")
@@ -26,6 +27,7 @@ struct EnvelopeTests {
         .renewCertificate(RenewCertificate(csrPEM: "CSR")),
         .certificateRenewed(CertificateRenewed(certificatePEM: "C", notAfter: date)),
         .error(ErrorMessage(code: .tokenExpired, message: "expired", hint: "make a new one")),
+        .objectRequest(ObjectRequest(kind: .object, digest: String(repeating: "a", count: 64), offset: 5, length: 7)),
     ]
 
     @Test(arguments: messages)
@@ -82,5 +84,54 @@ struct EnvelopeTests {
         #expect(error.code == .nodeForgotten)
         #expect(error.hint == "join again")
         #expect(ErrorMessage(code: .tokenUsedUp, message: "").code == "TOKEN_USED_UP")
+    }
+
+    @Test func objectChunkTravelsAsABinaryFrameThroughEncoderAndDecoder() throws {
+        var bytes = ByteBuffer()
+        bytes.writeBytes((0..<300).map { UInt8(truncatingIfNeeded: $0) })
+        let chunk = ObjectChunk(
+            header: .init(kind: .image, digest: String(repeating: "b", count: 64), offset: 1 << 20, totalSize: 3 << 20),
+            data: bytes)
+        let envelope = try Message.objectChunk(chunk).envelope(id: "c1")
+        var wire = ByteBuffer()
+        try FrameEncoder().encode(data: envelope, out: &wire)
+        // Length prefix, then the marker byte: never the `{` of a JSON-only frame.
+        #expect(wire.getInteger(at: 4, as: UInt8.self) == Envelope.binaryFrameMarker)
+        let frame = try #require(try FrameDecoder().nextFrame(&wire))
+        let decoded = try Envelope(frame: frame)
+        #expect(decoded.id == "c1")
+        #expect(decoded.type == .objectChunk)
+        #expect(decoded.payload?.readableBytes == 300)
+        #expect(try Message(decoded) == .objectChunk(chunk))
+        // The JSON part carries no chunk bytes.
+        let object = try #require(try JSONSerialization.jsonObject(with: decoded.json) as? [String: Any])
+        #expect((object["body"] as? [String: Any])?["totalSize"] as? Int == 3 << 20)
+    }
+
+    @Test func binaryFramesAreStillBoundByTheMaximumFrameSize() throws {
+        let chunk = ObjectChunk(
+            header: .init(kind: .object, digest: String(repeating: "c", count: 64), offset: 0, totalSize: 4096),
+            data: ByteBuffer(repeating: 7, count: 4096))
+        var wire = ByteBuffer()
+        try FrameEncoder().encode(data: try Message.objectChunk(chunk).envelope(), out: &wire)
+        #expect { _ = try FrameDecoder(maximumFrameBytes: 1024).nextFrame(&wire) } throws: {
+            ($0 as? MusterError)?.code == .frameTooLarge
+        }
+    }
+
+    @Test func aBinaryFrameWithAnImpossibleJSONLengthIsAProtocolError() {
+        var frame = ByteBuffer()
+        frame.writeInteger(Envelope.binaryFrameMarker)
+        frame.writeInteger(UInt32(1000), endianness: .big)
+        frame.writeString("{}")
+        #expect { try Envelope(frame: frame) } throws: { ($0 as? MusterError)?.code == .protocolError }
+    }
+
+    @Test func anObjectChunkWithoutPayloadIsAProtocolError() throws {
+        let envelope = try Envelope(
+            frame: Data(
+                #"{"v":1,"id":"x","type":"objectChunk","body":{"kind":"object","digest":"d","offset":0,"totalSize":1}}"#
+                    .utf8))
+        #expect { try Message(envelope) } throws: { ($0 as? MusterError)?.code == .protocolError }
     }
 }

@@ -62,6 +62,9 @@ public struct JoinClient: Sendable {
 
         let identity = try verify(response, key: key)
         try identity.save(stateDirectory: stateDirectory)
+        if let key = response.modulePublicKey {
+            try ModuleKeyFile.store(key, stateDirectory: stateDirectory)
+        }
         logger.info(
             "joined", metadata: ["node": "\(identity.nodeID)", "notAfter": "\(identity.certificate.notValidAfter)"])
         return identity

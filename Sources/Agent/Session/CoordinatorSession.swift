@@ -46,14 +46,18 @@ public final class CoordinatorSession: Service {
     let health: HealthCollector
     /// Runs the tasks the coordinator assigns (`nil`: assignments are answered with a failed result).
     public let tasks: TaskRunner?
+    /// Module transfer over this session (`nil`: object chunks are dropped).
+    public let objects: ObjectTransport?
     private let statusBox = Mutex(Status())
 
     /// - Parameter health: what heartbeats report; default: host health of the state directory, no units or volumes.
     public init(
-        configuration: Configuration, tasks: TaskRunner? = nil, health: HealthCollector? = nil, logger: Logger
+        configuration: Configuration, tasks: TaskRunner? = nil, objects: ObjectTransport? = nil,
+        health: HealthCollector? = nil, logger: Logger
     ) {
         self.configuration = configuration
         self.tasks = tasks
+        self.objects = objects
         self.logger = logger
         self.health = health ?? HealthCollector(stateDirectory: configuration.stateDirectory)
     }
@@ -160,6 +164,7 @@ public final class CoordinatorSession: Service {
                 }
                 defer {
                     self.tasks?.detach()
+                    self.objects?.detach()
                     group.cancelAll()
                     continuation.finish()
                 }
@@ -189,7 +194,17 @@ public final class CoordinatorSession: Service {
                                 ).envelope(id: envelope.id))
                             continue
                         }
-                        action = machine.received(try Message(envelope), now: Date())
+                        // Module transfer answers go to the fetcher, never through the state machine.
+                        if envelope.type == .objectChunk {
+                            _ = self.objects?.received(envelope)
+                            continue
+                        }
+                        if envelope.type == .error, self.objects?.received(envelope) == true { continue }
+                        let message = try Message(envelope)
+                        if case .welcome(let welcome) = message {
+                            self.welcomed(welcome, outbound: outbound)
+                        }
+                        action = machine.received(message, now: Date())
                     }
                     if let end = try await self.perform(
                         action, outbound: outbound, interval: interval, identity: &identity)
@@ -279,6 +294,22 @@ public final class CoordinatorSession: Service {
             return nil
         case .reconnect, .stop:
             return action
+        }
+    }
+
+    /// Stores the module key the coordinator sent and opens module transfer for this session.
+    private func welcomed(_ welcome: Welcome, outbound: NIOAsyncChannelOutboundWriter<Envelope>) {
+        if let key = welcome.modulePublicKey {
+            do {
+                if try ModuleKeyFile.store(key, stateDirectory: configuration.stateDirectory) {
+                    logger.info("stored the cluster's module key")
+                }
+            } catch {
+                logger.warning("cannot store the cluster's module key", metadata: ["error": "\(error)"])
+            }
+        }
+        objects?.attach(version: welcome.protocolVersion) { envelope in
+            try await outbound.write(envelope)
         }
     }
 

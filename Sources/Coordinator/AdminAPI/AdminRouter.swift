@@ -24,13 +24,16 @@ public struct AdminDependencies: Sendable {
     /// Delivers new tasks at once when this coordinator holds the node's session (`nil`: the next tick of
     /// whichever coordinator holds it does).
     public var dispatcher: TaskDispatcher?
+    /// Published modules (`nil`: the module routes answer 404).
+    public var modules: ModuleServices?
 
     public init(
         database: Database, nodes: NodeStore, tokens: TokenStore, caPin: CAPin,
         joinAddress: @escaping @Sendable () async -> String, sessionCount: @escaping @Sendable () async -> Int,
         disconnect: @escaping @Sendable (UUID) async -> Void = { _ in }, now: @escaping @Sendable () -> Date = { Date() },
-        tasks: TaskStore? = nil, dispatcher: TaskDispatcher? = nil
+        tasks: TaskStore? = nil, dispatcher: TaskDispatcher? = nil, modules: ModuleServices? = nil
     ) {
+        self.modules = modules
         self.tasks = tasks ?? dispatcher?.store ?? TaskStore(database: database, logger: database.logger)
         self.dispatcher = dispatcher
         self.database = database
@@ -63,6 +66,7 @@ public enum AdminRouter {
         TasksRoutes(dependencies: dependencies).register(on: v1)
         VolumesRoutes(dependencies: dependencies).register(on: v1)
         SyncRoutes(dependencies: dependencies).register(on: v1)
+        ModulesRoutes(dependencies: dependencies).register(on: v1)
         return router
     }
 }

@@ -1,3 +1,4 @@
+import Crypto
 import Foundation
 import Logging
 import NIOCore
@@ -171,7 +172,9 @@ struct AgentConnection {
                 metadata: ["node": "\(nodeID)", "agent": "\(hello.agentVersion)", "protocol": "\(version)"])
             try await outbound.write(
                 try Message.welcome(
-                    Welcome(nodeID: nodeID, protocolVersion: version, heartbeatInterval: interval, serverTime: Date())
+                    Welcome(
+                        nodeID: nodeID, protocolVersion: version, heartbeatInterval: interval, serverTime: Date(),
+                        modulePublicKey: ModulePublicKey.encode(listener.authority.moduleSigningKey.publicKey))
                 ).envelope(id: envelope.id))
             // Only after `welcome`: the agent takes tasks once its session is established.
             await listener.tasks?.sessionOpened(nodeID: nodeID, connectionID: id, hello: hello, outbound: outbound)
@@ -185,6 +188,10 @@ struct AgentConnection {
             if let reply = await tasks.received(message, nodeID: nodeID, connectionID: id) {
                 try await outbound.write(try reply.envelope(id: envelope.id))
             }
+            return true
+
+        case .serveObject(let nodeID, let request):
+            try await serveObject(request, nodeID: nodeID, replyTo: envelope.id, outbound: outbound)
             return true
 
         case .heartbeat(let nodeID, let report):
@@ -256,7 +263,8 @@ struct AgentConnection {
                 try Message.joinResponse(
                     JoinResponse(
                         nodeID: node.id, certificatePEM: issued.certificatePEM,
-                        caCertificatePEM: listener.authority.caCertificatePEM, heartbeatInterval: interval)
+                        caCertificatePEM: listener.authority.caCertificatePEM, heartbeatInterval: interval,
+                        modulePublicKey: ModulePublicKey.encode(listener.authority.moduleSigningKey.publicKey))
                 ).envelope(id: replyTo))
             logger.info(
                 "node joined",
@@ -264,6 +272,40 @@ struct AgentConnection {
         } catch {
             try await replyDirectoryFailure(error, outbound: outbound, replyTo: replyTo)
         }
+    }
+
+    /// Reads the requested range from the module repository and answers with one `objectChunk`. The agent
+    /// bounds how many requests it has outstanding; the write below waits while the socket is not writable, so
+    /// a slow agent slows the reads down instead of filling memory.
+    private func serveObject(
+        _ request: ObjectRequest, nodeID: UUID, replyTo: String, outbound: NIOAsyncChannelOutboundWriter<Envelope>
+    ) async throws {
+        guard let modules = listener.modules else {
+            try await reject(outbound, .notFound, "this coordinator does not serve modules", replyTo: replyTo)
+            return
+        }
+        guard (1...ObjectRequest.maximumLength).contains(request.length) else {
+            try await reject(
+                outbound, .invalidInput,
+                "objectRequest length \(request.length) is outside 1...\(ObjectRequest.maximumLength)", replyTo: replyTo)
+            return
+        }
+        let chunk: ObjectChunk
+        do {
+            let (data, total) = try modules.read(
+                request.kind, digest: request.digest, offset: request.offset, length: request.length,
+                allocator: channel.channel.allocator)
+            chunk = ObjectChunk(
+                header: .init(kind: request.kind, digest: request.digest, offset: request.offset, totalSize: total),
+                data: data)
+        } catch let error as MusterError {
+            logger.notice(
+                "object request refused",
+                metadata: ["node": "\(nodeID)", "digest": "\(request.digest)", "error": "\(error.message)"])
+            try await reject(outbound, error.code, error.message, hint: error.hint, replyTo: replyTo)
+            return
+        }
+        try await outbound.write(try Message.objectChunk(chunk).envelope(id: replyTo))
     }
 
     private func replyDirectoryFailure(

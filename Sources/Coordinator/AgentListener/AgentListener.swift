@@ -58,6 +58,8 @@ public final class AgentListener: Service {
     let directory: any NodeDirectory
     /// Delivers tasks over node sessions and records their messages (`nil`: the listener refuses task messages).
     let tasks: (any TaskSessionHandler)?
+    /// Published module files served to agents in `objectChunk`s (`nil`: object requests get `NOT_FOUND`).
+    let modules: ModuleRepository?
     let logger: Logger
     let registry = SessionRegistry()
 
@@ -72,8 +74,9 @@ public final class AgentListener: Service {
 
     public init(
         configuration: Configuration, authority: CertificateAuthority, directory: any NodeDirectory,
-        tasks: (any TaskSessionHandler)? = nil, logger: Logger
+        tasks: (any TaskSessionHandler)? = nil, modules: ModuleRepository? = nil, logger: Logger
     ) {
+        self.modules = modules
         self.configuration = configuration
         self.authority = authority
         self.directory = directory

@@ -28,6 +28,8 @@ struct ConnectionStateMachine: Sendable {
         case renewCertificate(nodeID: UUID, csrPEM: String)
         /// A task message of the node's agent (`taskAccepted`, `taskProgress`, `taskResult`): record it.
         case task(nodeID: UUID, Message)
+        /// Protocol v2: answer with an `objectChunk` (or an error frame with the request's id).
+        case serveObject(nodeID: UUID, ObjectRequest)
         /// The peer reported an error; log it.
         case logPeerError(ErrorMessage)
         /// Answer with an error frame; close afterwards when `close` is set.
@@ -103,6 +105,13 @@ struct ConnectionStateMachine: Sendable {
         case (.established(let nodeID, _), .taskAccepted), (.established(let nodeID, _), .taskProgress),
             (.established(let nodeID, _), .taskResult):
             return .task(nodeID: nodeID, message)
+        case (.established(let nodeID, let version), .objectRequest(let request)):
+            guard version >= .v2 else {
+                return .reject(
+                    code: .protocolError, message: "objectRequest needs protocol v2; this session speaks \(version)",
+                    close: false)
+            }
+            return .serveObject(nodeID: nodeID, request)
         case (.established, _):
             state = .closed
             return .reject(

@@ -110,6 +110,28 @@ public enum SchemaMigrations {
                 """,
                 "CREATE INDEX tasks_workflow ON tasks (workflow_id, step_index) WHERE workflow_id IS NOT NULL",
             ]),
+        Migration(
+            version: 3, name: "modules",
+            statements: [
+                // One row per published name@version; the files live under <state-dir>/modules (ModuleRepository).
+                """
+                CREATE TABLE modules (
+                    name text NOT NULL,
+                    version text NOT NULL,
+                    image_digest text NOT NULL,
+                    image_size bigint NOT NULL,
+                    object_count integer NOT NULL,
+                    object_bytes bigint NOT NULL,
+                    key_id text NOT NULL,
+                    descriptor jsonb NOT NULL,
+                    published_by text NOT NULL,
+                    published_at timestamptz NOT NULL,
+                    PRIMARY KEY (name, version)
+                )
+                """,
+                "CREATE INDEX modules_image_digest ON modules (image_digest)",
+                "CREATE INDEX modules_latest ON modules (name, published_at DESC)",
+            ]),
         volumesMigration,
     ]
 

@@ -99,7 +99,9 @@ public struct MusterError: Error, Sendable, CustomStringConvertible, CustomDebug
         /// HTTP status for the admin API.
         public var httpStatus: Int {
             switch base {
-            case .usage, .invalidInput, .tokenMalformed, .protocolError, .protocolVersion, .frameTooLarge: 400
+            case .usage, .invalidInput, .tokenMalformed, .protocolError, .protocolVersion, .frameTooLarge,
+                .digestMismatch, .verificationFailed:
+                400
             case .unauthorized, .tokenExpired, .tokenUnknown, .tokenUsedUp, .tokenRevoked, .caPinMismatch,
                 .certificateRejected:
                 401

@@ -14,6 +14,13 @@ public struct Envelope: Sendable, Equatable, CustomStringConvertible {
     public var type: MessageType
     /// The whole envelope as JSON (what goes on the wire after the length prefix).
     public var json: Data
+    /// Raw bytes after the JSON (protocol v2, `objectChunk` only): the frame is then
+    /// `0x00 | UInt32 JSON length | JSON | payload`, so chunk data travels without base64. A JSON-only frame
+    /// starts with `{`, never with a zero byte, so the two shapes cannot be confused.
+    public var payload: ByteBuffer?
+
+    /// First byte of a frame that carries a binary ``payload``.
+    public static let binaryFrameMarker: UInt8 = 0
 
     private struct Header: Decodable {
         var v: Int
@@ -51,13 +58,28 @@ public struct Envelope: Sendable, Equatable, CustomStringConvertible {
         self.json = frame
     }
 
-    /// Parses a frame's payload from a `ByteBuffer`.
+    /// Parses a frame's payload from a `ByteBuffer`: a JSON envelope, or a marker byte, the JSON's length, the
+    /// JSON and the binary ``payload`` (kept as a slice of `frame`, not copied).
     public init(frame: ByteBuffer) throws {
-        try self.init(frame: Data(frame.readableBytesView))
+        guard frame.getInteger(at: frame.readerIndex, as: UInt8.self) == Self.binaryFrameMarker else {
+            try self.init(frame: Data(frame.readableBytesView))
+            return
+        }
+        var rest = frame
+        rest.moveReaderIndex(forwardBy: 1)
+        guard let length = rest.readInteger(endianness: .big, as: UInt32.self), Int(length) <= rest.readableBytes,
+            let json = rest.readSlice(length: Int(length))
+        else {
+            throw MusterError(
+                .protocolError, "malformed binary frame: the JSON length exceeds the frame's \(frame.readableBytes) bytes")
+        }
+        try self.init(frame: Data(json.readableBytesView))
+        self.payload = rest
     }
 
-    /// Encodes an envelope around `body`.
-    public init<Body: Encodable>(type: MessageType, id: String, body: Body) throws {
+    /// Encodes an envelope around `body`, with an optional binary ``payload``.
+    public init<Body: Encodable>(type: MessageType, id: String, body: Body, payload: ByteBuffer? = nil) throws {
+        self.payload = payload
         let full = Full(v: ProtocolVersion.envelopeVersion, id: id, type: type, body: body)
         self.version = ProtocolVersion.envelopeVersion
         self.id = id

@@ -23,6 +23,8 @@ public struct MessageType: RawRepresentable, Hashable, Codable, Sendable, Custom
     public static let taskProgress = MessageType(rawValue: "taskProgress")
     /// A task finished (succeeded or failed); repeated after a reconnect until acknowledged.
     public static let taskResult = MessageType(rawValue: "taskResult")
+    /// Protocol v2: a range of a module object, image or descriptor.
+    public static let objectRequest = MessageType(rawValue: "objectRequest")
 
     // MARK: - Coordinator → agent
 
@@ -40,6 +42,8 @@ public struct MessageType: RawRepresentable, Hashable, Codable, Sendable, Custom
     public static let cancelTask = MessageType(rawValue: "cancelTask")
     /// Answer to `taskResult`: stored, stop re-reporting it.
     public static let taskResultAck = MessageType(rawValue: "taskResultAck")
+    /// Protocol v2: answer to `objectRequest`, the bytes as the frame's binary payload.
+    public static let objectChunk = MessageType(rawValue: "objectChunk")
 
     // MARK: - Both directions
 
@@ -50,7 +54,7 @@ public struct MessageType: RawRepresentable, Hashable, Codable, Sendable, Custom
     public static let known: Set<MessageType> = [
         .joinRequest, .hello, .heartbeat, .renewCertificate, .joinResponse, .welcome, .heartbeatAck,
         .certificateRenewed, .error, .assignTask, .cancelTask, .taskAccepted, .taskProgress, .taskResult,
-        .taskResultAck,
+        .taskResultAck, .objectRequest, .objectChunk,
     ]
 
     public var isKnown: Bool { Self.known.contains(self) }

@@ -11,8 +11,12 @@ public struct ProtocolVersion: RawRepresentable, Hashable, Comparable, Codable, 
     /// The first version: join, hello/welcome, heartbeats, certificate renewal.
     public static let v1 = ProtocolVersion(1)
 
+    /// Module transfer: `objectRequest` / `objectChunk`, whose chunk bytes travel as a binary payload after the
+    /// envelope's JSON (see ``Envelope/payload``) instead of base64 inside it.
+    public static let v2 = ProtocolVersion(2)
+
     /// Every version this build speaks, oldest first.
-    public static let supported: [ProtocolVersion] = [.v1]
+    public static let supported: [ProtocolVersion] = [.v1, .v2]
 
     /// The version of the envelope format itself (the `v` field of every frame).
     public static let envelopeVersion = 1

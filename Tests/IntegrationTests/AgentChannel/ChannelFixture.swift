@@ -29,6 +29,8 @@ struct ChannelFixture: Sendable {
     let dispatcher: TaskDispatcher
     /// The dispatcher's clock: real time plus an offset tests can advance (lease expiry without waiting).
     let clock: TestClock
+    /// Published module files the listener serves to agents (`<directory>/coordinator/modules`).
+    let modules: ModuleRepository
     let logger: Logger
 
     var tasks: TaskStore { dispatcher.store }
@@ -68,10 +70,11 @@ struct ChannelFixture: Sendable {
         let dispatcher = TaskDispatcher(
             store: TaskStore(database: database, policy: taskPolicy, logger: logger),
             configuration: .init(tickInterval: .milliseconds(100)), now: { clock.now }, logger: logger)
+        let modules = ModuleRepository(stateDirectory: "\(directory)/coordinator")
         let listener = AgentListener(
             configuration: configuration, authority: authority,
             directory: NodeStore(database: database, heartbeats: HeartbeatBatcher(), logger: logger),
-            tasks: dispatcher, logger: logger)
+            tasks: dispatcher, modules: modules, logger: logger)
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { await database.client.run() }
             group.addTask { try await listener.run() }
@@ -84,7 +87,7 @@ struct ChannelFixture: Sendable {
                 directory: directory, authority: authority, database: database, nodes: nodes,
                 tokens: TokenStore(database: database, logger: logger), listener: listener,
                 address: CoordinatorAddress(host: "127.0.0.1", port: port), dispatcher: dispatcher, clock: clock,
-                logger: logger)
+                modules: modules, logger: logger)
             try await body(fixture)
         }
     }

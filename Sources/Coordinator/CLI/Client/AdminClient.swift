@@ -56,6 +56,40 @@ public struct AdminClient: Sendable {
     /// Sends one request and collects the whole response.
     /// - Throws: ``MusterError`` `.connectionFailed` when the coordinator cannot be reached or TLS fails.
     public func raw(_ method: HTTPMethod, _ path: String, body: Data? = nil) async throws -> Response {
+        try await raw(method, path, body: body.map { .data($0) })
+    }
+
+    /// A request body: bytes in memory, or a file streamed in 1 MiB reads (module uploads of any size).
+    public enum Body: Sendable {
+        case data(Data)
+        case file(path: String, size: UInt64)
+
+        var count: UInt64 {
+            switch self {
+            case .data(let data): UInt64(data.count)
+            case .file(_, let size): size
+            }
+        }
+    }
+
+    /// Streams a file as the body of `method path` and decodes the JSON answer.
+    public func upload<Output: Decodable>(
+        _ method: HTTPMethod, _ path: String, file: String, as type: Output.Type
+    ) async throws -> Output {
+        guard let status = FileStatus.lstat(file), status.kind == .regular else {
+            throw MusterError(.notFound, "\(file) does not exist or is not a regular file")
+        }
+        let response = try await raw(method, path, body: .file(path: file, size: status.size))
+        guard (200..<300).contains(response.status) else { throw Self.error(from: response) }
+        do {
+            return try MusterJSON.decoder().decode(Output.self, from: response.body)
+        } catch {
+            throw MusterError(.internal, "the coordinator's answer to \(method) \(path) could not be read: \(error)")
+        }
+    }
+
+    /// Sends one request with `body` and collects the whole response.
+    public func raw(_ method: HTTPMethod, _ path: String, body: Body?) async throws -> Response {
         let address = try CoordinatorConfiguration.ListenAddress(
             parsing: configuration.adminAddress, option: "adminAddress")
         let tls: NIOSSLContext
@@ -111,7 +145,14 @@ public struct AdminClient: Sendable {
                 return try await channel.executeThenClose { inbound, outbound in
                     try await outbound.write(
                         .head(HTTPRequestHead(version: .http1_1, method: method, uri: path, headers: headers)))
-                    if let body { try await outbound.write(.body(.byteBuffer(ByteBuffer(bytes: body)))) }
+                    switch body {
+                    case .data(let data):
+                        try await outbound.write(.body(.byteBuffer(ByteBuffer(bytes: data))))
+                    case .file(let file, let size):
+                        try await Self.stream(file, size: size, to: outbound)
+                    case nil:
+                        break
+                    }
                     try await outbound.write(.end(nil))
                     var status = 0
                     var responseHeaders: [(String, String)] = []
@@ -138,6 +179,27 @@ public struct AdminClient: Sendable {
                 .connectionFailed,
                 "cannot reach the coordinator's admin API at \(configuration.adminAddress): \(error)",
                 hint: "is `muster serve` running? The address comes from admin.json in the state directory")
+        }
+    }
+}
+
+extension AdminClient {
+    /// Writes a file to the request in 1 MiB chunks; the writer waits while the socket is not writable.
+    static func stream(
+        _ path: String, size: UInt64, to outbound: NIOAsyncChannelOutboundWriter<HTTPClientRequestPart>
+    ) async throws {
+        guard let handle = FileHandle(forReadingAtPath: path) else {
+            throw MusterError(.notFound, "cannot open \(path)")
+        }
+        defer { try? handle.close() }
+        var sent: UInt64 = 0
+        while sent < size {
+            let data = try handle.read(upToCount: Int(min(1 << 20, size - sent))) ?? Data()
+            guard !data.isEmpty else {
+                throw MusterError(.io, "\(path) shrank while it was uploaded (\(sent) of \(size) bytes)")
+            }
+            sent += UInt64(data.count)
+            try await outbound.write(.body(.byteBuffer(ByteBuffer(bytes: data))))
         }
     }
 }

@@ -11,6 +11,7 @@ enum Output {
         case createdToken(CreatedToken)
         case tasks([TaskRecord])
         case task(TaskRecord)
+        case modules([ModuleRecord])
     }
 
     /// Renders `item` as JSON (sorted keys, ISO-8601 dates), quietly (ids / token only) or as a table.
@@ -26,6 +27,7 @@ enum Output {
                 case .createdToken(let created): try encoder.encode(created)
                 case .tasks(let tasks): try encoder.encode(tasks)
                 case .task(let task): try encoder.encode(task)
+                case .modules(let modules): try encoder.encode(modules)
                 }
             return String(decoding: data, as: UTF8.self)
         }
@@ -38,6 +40,7 @@ enum Output {
             case .createdToken(let created): return created.token
             case .tasks(let tasks): return tasks.map { $0.id.uuidString.lowercased() }.joined(separator: "\n")
             case .task(let task): return task.id.uuidString.lowercased()
+            case .modules(let modules): return modules.map { "\($0.name)@\($0.version)" }.joined(separator: "\n")
             }
         }
         switch item {
@@ -111,6 +114,16 @@ enum Output {
             if let error = task.error { lines.append("error:       \(error.code): \(error.message)") }
             if let result = task.result { lines.append("result:      \(result.jsonText)") }
             return lines.joined(separator: "\n")
+        case .modules(let modules):
+            var table = Table(["NAME", "VERSION", "IMAGE", "OBJECTS", "SIZE", "SERVICES", "PUBLISHED"])
+            for module in modules {
+                table.append([
+                    module.name, module.version, String(module.imageDigest.prefix(12)), "\(module.objects)",
+                    bytes(module.objectBytes + module.imageSize), module.services.joined(separator: ","),
+                    iso(module.publishedAt),
+                ])
+            }
+            return table.rendered
         case .createdToken(let created):
             return """
                 Join token \(created.id) created (expires \(iso(created.expiresAt)), \

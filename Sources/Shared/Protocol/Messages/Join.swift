@@ -28,8 +28,14 @@ public struct JoinResponse: Codable, Sendable, Equatable {
     /// The cluster CA certificate, PEM; the agent trusts only this from now on.
     public var caCertificatePEM: String
     public var heartbeatIntervalMilliseconds: Int
+    /// Base64 of the cluster's raw Ed25519 module public key (optional: older coordinators leave it out).
+    public var modulePublicKey: String?
 
-    public init(nodeID: UUID, certificatePEM: String, caCertificatePEM: String, heartbeatInterval: Duration) {
+    public init(
+        nodeID: UUID, certificatePEM: String, caCertificatePEM: String, heartbeatInterval: Duration,
+        modulePublicKey: String? = nil
+    ) {
+        self.modulePublicKey = modulePublicKey
         self.nodeID = nodeID
         self.certificatePEM = certificatePEM
         self.caCertificatePEM = caCertificatePEM

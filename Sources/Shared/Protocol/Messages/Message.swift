@@ -15,6 +15,8 @@ public enum Message: Sendable, Equatable {
     case taskProgress(TaskProgress)
     case taskResult(TaskResult)
     case taskResultAck(TaskResultAck)
+    case objectRequest(ObjectRequest)
+    case objectChunk(ObjectChunk)
 
     public var type: MessageType {
         switch self {
@@ -33,6 +35,8 @@ public enum Message: Sendable, Equatable {
         case .taskProgress: .taskProgress
         case .taskResult: .taskResult
         case .taskResultAck: .taskResultAck
+        case .objectRequest: .objectRequest
+        case .objectChunk: .objectChunk
         }
     }
 
@@ -57,6 +61,12 @@ public enum Message: Sendable, Equatable {
         case .taskProgress: self = .taskProgress(try envelope.decodeBody())
         case .taskResult: self = .taskResult(try envelope.decodeBody())
         case .taskResultAck: self = .taskResultAck(try envelope.decodeBody())
+        case .objectRequest: self = .objectRequest(try envelope.decodeBody())
+        case .objectChunk:
+            guard let payload = envelope.payload else {
+                throw MusterError(.protocolError, "malformed objectChunk frame: no binary payload")
+            }
+            self = .objectChunk(ObjectChunk(header: try envelope.decodeBody(), data: payload))
         default:
             throw MusterError(.protocolError, "unknown message type '\(envelope.type)'")
         }
@@ -80,6 +90,8 @@ public enum Message: Sendable, Equatable {
         case .taskProgress(let body): try Envelope(type: type, id: id, body: body)
         case .taskResult(let body): try Envelope(type: type, id: id, body: body)
         case .taskResultAck(let body): try Envelope(type: type, id: id, body: body)
+        case .objectRequest(let body): try Envelope(type: type, id: id, body: body)
+        case .objectChunk(let chunk): try Envelope(type: type, id: id, body: chunk.header, payload: chunk.data)
         }
     }
 }

@@ -9,8 +9,15 @@ public struct Welcome: Codable, Sendable, Equatable {
     public var heartbeatIntervalMilliseconds: Int
     /// The coordinator's clock, for the agent to log skew.
     public var serverTime: Date
+    /// Base64 of the cluster's raw Ed25519 module public key, which signs module descriptors (optional: older
+    /// coordinators leave it out).
+    public var modulePublicKey: String?
 
-    public init(nodeID: UUID, protocolVersion: ProtocolVersion, heartbeatInterval: Duration, serverTime: Date) {
+    public init(
+        nodeID: UUID, protocolVersion: ProtocolVersion, heartbeatInterval: Duration, serverTime: Date,
+        modulePublicKey: String? = nil
+    ) {
+        self.modulePublicKey = modulePublicKey
         self.nodeID = nodeID
         self.protocolVersion = protocolVersion
         self.heartbeatIntervalMilliseconds = heartbeatInterval.wireMilliseconds
