@@ -175,6 +175,22 @@ struct ModulePublishTests {
                 #expect(ModuleKit.files(under: layout.objects.path) == ModuleKit.objectPaths(payload.objects))
                 #expect(layout.objects.verify(payload.objects).isEmpty)
                 #expect(FileManager.default.fileExists(atPath: layout.descriptorPath(payload.image.digest)))
+
+                // Detach with --all creates one detachModule task per node; this in-process agent has no module
+                // attacher (no systemd manager here), which the task says precisely.
+                let detach = try await client.send(
+                    .POST, "/v1/modules/detach", body: ModuleTasksRequest(name: "shop", all: true),
+                    as: ModuleTasksResponse.self)
+                #expect(detach.tasks.map(\.kind) == [TaskKind.detachModule.rawValue])
+                #expect(detach.tasks.first?.spec == .object(["name": .string("shop")]))
+                let detached = try await ModuleTaskWaiter.wait(
+                    for: detach.tasks, client: client, timeout: "2m", quiet: true)
+                #expect(detached.first?.state == .failed)
+                #expect(detached.first?.error?.code == MusterError.Code.unitNotFound.wireName)
+                let neither = try await client.raw(
+                    .POST, "/v1/modules/detach", body: try MusterJSON.encoder().encode(ModuleTasksRequest(name: "shop")))
+                #expect(neither.status == 400)
+                #expect(AdminClient.error(from: neither).message == "name the nodes (--node ID) or pass --all")
             }
         }
     }
