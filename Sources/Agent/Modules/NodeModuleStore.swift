@@ -150,31 +150,18 @@ struct NodeModuleStore: Sendable {
         }
         do {
             defer { close(output) }
-            var hasher = SHA256()
-            var buffer = [UInt8](repeating: 0, count: 1 << 20)
-            while true {
-                let count = buffer.withUnsafeMutableBytes { read(input, $0.baseAddress, $0.count) }
-                if count < 0 {
-                    if errno == EINTR { continue }
-                    throw ioError("read", source)
-                }
-                if count == 0 { break }
-                try buffer.withUnsafeBytes { raw in
-                    let chunk = UnsafeRawBufferPointer(rebasing: raw[..<count])
-                    hasher.update(bufferPointer: chunk)
-                    var offset = 0
-                    while offset < count {
-                        let written = write(output, chunk.baseAddress.map { $0 + offset }, count - offset)
-                        if written < 0 {
-                            if errno == EINTR { continue }
-                            throw ioError("write", temporary)
-                        }
-                        offset += written
-                    }
-                }
+            let copied: (size: UInt64, digest: String)
+            do {
+                copied = try HashingCopy.copy(from: input, to: output)
+            } catch .read(let code) {
+                errno = code
+                throw ioError("read", source)
+            } catch .write(let code) {
+                errno = code
+                throw ioError("write", temporary)
             }
             if let expectedDigest {
-                let actual = ContentDigest.hex(hasher.finalize())
+                let actual = copied.digest
                 guard actual == expectedDigest else {
                     throw MusterError(
                         .digestMismatch, "\(source) has content with sha256 \(actual), expected \(expectedDigest)",

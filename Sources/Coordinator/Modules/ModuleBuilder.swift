@@ -188,33 +188,17 @@ struct ModuleBuilder {
             if !committed { unlink(temporary) }
         }
 
-        var hasher = SHA256()
-        var size: UInt64 = 0
-        var buffer = [UInt8](repeating: 0, count: 1 << 20)
-        while true {
-            let count = buffer.withUnsafeMutableBytes { read(input, $0.baseAddress, $0.count) }
-            if count < 0 {
-                if errno == EINTR { continue }
-                throw posixError("read", source)
-            }
-            if count == 0 { break }
-            try buffer.withUnsafeBytes { raw in
-                let chunk = UnsafeRawBufferPointer(rebasing: raw[..<count])
-                hasher.update(bufferPointer: chunk)
-                var offset = 0
-                while offset < count {
-                    let written = write(outputFD, chunk.baseAddress.map { $0 + offset }, count - offset)
-                    if written < 0 {
-                        if errno == EINTR { continue }
-                        throw posixError("write", temporary)
-                    }
-                    offset += written
-                }
-            }
-            size += UInt64(count)
+        let copied: (size: UInt64, digest: String)
+        do {
+            copied = try HashingCopy.copy(from: input, to: outputFD)
+        } catch .read(let code) {
+            errno = code
+            throw posixError("read", source)
+        } catch .write(let code) {
+            errno = code
+            throw posixError("write", temporary)
         }
-        let digest = ContentDigest.hex(hasher.finalize())
-        guard digest == object.digest, size == object.size else {
+        guard copied.digest == object.digest, copied.size == object.size else {
             throw MusterError(.io, "\(source) changed while the module was being built", hint: "build again")
         }
         guard fchmod(outputFD, 0o444) == 0 else { throw posixError("chmod", temporary) }
