@@ -15,7 +15,9 @@ _pg_as() {
 pg_throwaway_start() {
     local port dir max_conn=${PG_MAX_CONNECTIONS:-300}
     [ -x "$PG_BIN/initdb" ] || die "no PostgreSQL server binaries in $PG_BIN (package postgresql)"
-    port=${PG_THROWAWAY_PORT:-$(free_port)}
+    # Always a free port: PG_THROWAWAY_PORT is this function's output, and a nested run (scripts/test → the
+    # example's selftest) inherits the outer cluster's port through the environment.
+    port=$(free_port)
     dir=$(mktemp -d /tmp/muster-pg.XXXXXX)
     chmod 755 "$dir"
     [ "$(id -u)" = 0 ] && chown "$PG_OS_USER" "$dir"
