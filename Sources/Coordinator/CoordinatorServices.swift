@@ -140,6 +140,13 @@ struct CoordinatorCore: Service {
         taskLogger[metadataKey: "component"] = "tasks"
         let dispatcher = TaskDispatcher(store: TaskStore(database: database, logger: taskLogger), logger: taskLogger)
 
+        var workflowLogger = logger
+        workflowLogger[metadataKey: "component"] = "workflows"
+        let workflows = WorkflowStore(database: database, logger: workflowLogger)
+        let runner = WorkflowRunner(
+            store: workflows, dispatch: { node in await dispatcher.dispatch(nodeID: node) }, logger: workflowLogger)
+        dispatcher.onTaskFinished { runner.wake() }
+
         let repository = ModuleRepository(stateDirectory: configuration.stateDirectory)
         try repository.prepare()
         var listenerLogger = logger
@@ -163,7 +170,8 @@ struct CoordinatorCore: Service {
             disconnect: { id in _ = await listener.disconnect(nodeID: id) }, dispatcher: dispatcher,
             modules: ModuleServices(
                 store: ModuleStore(database: database, logger: logger), repository: repository,
-                trustedKey: authority.moduleSigningKey.publicKey))
+                trustedKey: authority.moduleSigningKey.publicKey),
+            workflows: workflows, wakeWorkflows: { runner.wake() })
         let adminPort = AsyncStream<Int>.makeStream()
         var adminLogger = logger
         adminLogger[metadataKey: "component"] = "admin-api"
@@ -196,7 +204,7 @@ struct CoordinatorCore: Service {
             configuration: .init(
                 services: [
                     .init(service: listener), .init(service: admin), .init(service: flusher), .init(service: sweeper),
-                    .init(service: dispatcher),
+                    .init(service: dispatcher), .init(service: runner),
                     .init(service: reporter, successTerminationBehavior: .ignore),
                 ],
                 logger: logger))

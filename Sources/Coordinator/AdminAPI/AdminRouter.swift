@@ -26,14 +26,21 @@ public struct AdminDependencies: Sendable {
     public var dispatcher: TaskDispatcher?
     /// Published modules (`nil`: the module routes answer 404).
     public var modules: ModuleServices?
+    /// Workflows in the store.
+    public var workflows: WorkflowStore
+    /// Asks the workflow runner for a pass now (after a workflow was created, resumed or rolled back).
+    public var wakeWorkflows: @Sendable () -> Void
 
     public init(
         database: Database, nodes: NodeStore, tokens: TokenStore, caPin: CAPin,
         joinAddress: @escaping @Sendable () async -> String, sessionCount: @escaping @Sendable () async -> Int,
         disconnect: @escaping @Sendable (UUID) async -> Void = { _ in }, now: @escaping @Sendable () -> Date = { Date() },
-        tasks: TaskStore? = nil, dispatcher: TaskDispatcher? = nil, modules: ModuleServices? = nil
+        tasks: TaskStore? = nil, dispatcher: TaskDispatcher? = nil, modules: ModuleServices? = nil,
+        workflows: WorkflowStore? = nil, wakeWorkflows: @escaping @Sendable () -> Void = {}
     ) {
         self.modules = modules
+        self.workflows = workflows ?? WorkflowStore(database: database, logger: database.logger)
+        self.wakeWorkflows = wakeWorkflows
         self.tasks = tasks ?? dispatcher?.store ?? TaskStore(database: database, logger: database.logger)
         self.dispatcher = dispatcher
         self.database = database
@@ -67,6 +74,7 @@ public enum AdminRouter {
         VolumesRoutes(dependencies: dependencies).register(on: v1)
         SyncRoutes(dependencies: dependencies).register(on: v1)
         ModulesRoutes(dependencies: dependencies).register(on: v1)
+        WorkflowsRoutes(dependencies: dependencies).register(on: v1)
         return router
     }
 }

@@ -50,6 +50,16 @@ public final class TaskDispatcher: TaskSessionHandler, Service {
     let logger: Logger
     let now: @Sendable () -> Date
     private let sessions = Mutex<[UUID: Session]>([:])
+    private let finishedHook = Mutex<(@Sendable () -> Void)?>(nil)
+
+    /// Called whenever an agent reports a result or a task is cancelled (the workflow runner wakes up on it).
+    public func onTaskFinished(_ hook: @escaping @Sendable () -> Void) {
+        finishedHook.withLock { $0 = hook }
+    }
+
+    private func taskFinished() {
+        finishedHook.withLock { $0 }?()
+    }
 
     public init(
         store: TaskStore, configuration: Configuration = Configuration(),
@@ -133,6 +143,7 @@ public final class TaskDispatcher: TaskSessionHandler, Service {
     /// Cancels a task; tells its node to stop it when this coordinator holds the node's session.
     public func cancel(taskID: UUID, actor: String) async throws -> TaskRecord {
         let (task, notify) = try await store.cancel(id: taskID, now: now(), actor: actor)
+        taskFinished()
         if notify, let session = sessions.withLock({ $0[task.nodeID] }) {
             try? await session.outbound.write(try Message.cancelTask(CancelTask(taskID: taskID)).envelope())
         }
@@ -171,6 +182,7 @@ public final class TaskDispatcher: TaskSessionHandler, Service {
                 return nil
             case .taskResult(let result):
                 let action = try await store.result(result, nodeID: nodeID, now: at)
+                taskFinished()
                 logger.info(
                     "task result",
                     metadata: [

@@ -133,6 +133,7 @@ public enum SchemaMigrations {
                 "CREATE INDEX modules_latest ON modules (name, published_at DESC)",
             ]),
         volumesMigration,
+        workflowsMigration,
     ]
 
     /// The newest version this binary knows.

@@ -84,33 +84,43 @@ public struct TaskStore: Sendable {
         guard (1...100).contains(maxAttempts) else {
             throw MusterError(.invalidInput, "maxAttempts must be between 1 and 100, not \(maxAttempts)")
         }
-        let id = UUID()
-        let specText = spec.jsonText
         let logger = self.logger
         return try await database.transaction("create a task") { connection in
-            let nodes = try await connection.query(
-                "SELECT state FROM nodes WHERE id = \(nodeID) FOR SHARE", logger: logger)
-            var nodeState: String?
-            for try await state in nodes.decode(String.self) { nodeState = state }
-            guard let nodeState else {
-                throw MusterError(
-                    .notFound, "there is no node with id \(nodeID)", hint: "`muster nodes` lists the nodes")
-            }
-            guard nodeState != NodeState.forgotten.rawValue else {
-                throw MusterError(.conflict, "node \(nodeID) was forgotten; it takes no tasks")
-            }
-            try await connection.run(
-                """
-                INSERT INTO tasks (id, node_id, kind, spec, state, attempts, max_attempts, workflow_id, step_index,
-                                   created_at, updated_at)
-                VALUES (\(id), \(nodeID), \(kind.rawValue), \(specText)::jsonb, 'pending', 0, \(maxAttempts),
-                        \(workflowID), \(stepIndex), \(now), \(now))
-                """, logger: logger)
-            try await AuditLog.record(
-                on: connection, actor: actor, action: "task.create", target: id.uuidString.lowercased(),
-                details: ["node": nodeID.uuidString.lowercased(), "kind": kind.rawValue], logger: logger)
-            return try await Self.load(id: id, nodeID: nil, lock: false, on: connection, logger: logger)
+            try await Self.insert(
+                on: connection, id: UUID(), nodeID: nodeID, kind: kind, spec: spec, maxAttempts: maxAttempts,
+                workflowID: workflowID, stepIndex: stepIndex, now: now, actor: actor, logger: logger)
         }
+    }
+
+    /// Inserts a `pending` task inside the caller's transaction (a workflow step creates its task in the same
+    /// transaction that records the step, so a crash never leaves a step with two tasks or none recorded).
+    static func insert(
+        on connection: PostgresConnection, id: UUID, nodeID: UUID, kind: TaskKind, spec: JSONValue, maxAttempts: Int,
+        workflowID: UUID?, stepIndex: Int?, now: Date, actor: String, logger: Logger
+    ) async throws -> TaskRecord {
+        let specText = spec.jsonText
+        let nodes = try await connection.query(
+            "SELECT state FROM nodes WHERE id = \(nodeID) FOR SHARE", logger: logger)
+        var nodeState: String?
+        for try await state in nodes.decode(String.self) { nodeState = state }
+        guard let nodeState else {
+            throw MusterError(
+                .notFound, "there is no node with id \(nodeID)", hint: "`muster nodes` lists the nodes")
+        }
+        guard nodeState != NodeState.forgotten.rawValue else {
+            throw MusterError(.conflict, "node \(nodeID) was forgotten; it takes no tasks")
+        }
+        try await connection.run(
+            """
+            INSERT INTO tasks (id, node_id, kind, spec, state, attempts, max_attempts, workflow_id, step_index,
+                               created_at, updated_at)
+            VALUES (\(id), \(nodeID), \(kind.rawValue), \(specText)::jsonb, 'pending', 0, \(maxAttempts),
+                    \(workflowID), \(stepIndex), \(now), \(now))
+            """, logger: logger)
+        try await AuditLog.record(
+            on: connection, actor: actor, action: "task.create", target: id.uuidString.lowercased(),
+            details: ["node": nodeID.uuidString.lowercased(), "kind": kind.rawValue], logger: logger)
+        return try await Self.load(id: id, nodeID: nil, lock: false, on: connection, logger: logger)
     }
 
     /// Tasks, newest first, optionally of one node and/or in one state.
