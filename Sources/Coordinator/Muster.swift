@@ -8,7 +8,10 @@ import Shared
 struct Muster: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "muster", abstract: "Muster coordinator and admin CLI.", version: MusterVersion.current,
-        subcommands: [Serve.self, Token.self, Nodes.self, Tasks.self, Module.self, Volume.self, Sync.self])
+        subcommands: [
+                Serve.self, Token.self, Nodes.self, Tasks.self, Module.self, Volume.self, Sync.self, SeedCluster.self,
+                Workflow.self,
+            ])
 
     static func main() async {
         do {
