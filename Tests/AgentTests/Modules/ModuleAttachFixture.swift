@@ -2,6 +2,7 @@ import Crypto
 import Foundation
 import Logging
 import Shared
+import TestSupport
 
 @testable import Agent
 @testable import Coordinator

@@ -1,5 +1,6 @@
 import Foundation
 import Synchronization
+import TestSupport
 
 @testable import Agent
 
@@ -54,13 +55,7 @@ final class UserManager: Sendable {
         }
     }
 
-    static func hierarchies() -> [String] {
-        let root = "/sys/fs/cgroup"
-        let entries = (try? FileManager.default.contentsOfDirectory(atPath: root)) ?? []
-        return entries.sorted().map { "\(root)/\($0)" }.filter {
-            FileManager.default.fileExists(atPath: "\($0)/cgroup.procs")
-        }
-    }
+    static func hierarchies() -> [String] { NodeProcesses.hierarchies() }
 
     /// Boots a manager and waits (up to 10 s) until it reports `running` or `degraded`.
     static func start() async throws -> UserManager {
@@ -112,20 +107,11 @@ final class UserManager: Sendable {
     }
 
     static func spawn(_ argv: [String], log: String) throws -> pid_t {
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-        posix_spawn_file_actions_addopen(&actions, 1, log, O_WRONLY | O_CREAT | O_APPEND, 0o644)
-        posix_spawn_file_actions_adddup2(&actions, 1, 2)
-        let cArgs = argv.map { strdup($0) } + [nil]
-        defer { for p in cArgs { free(p) } }
-        let cEnv: [UnsafeMutablePointer<CChar>?] = [strdup("PATH=/usr/sbin:/usr/bin:/sbin:/bin"), nil]
-        defer { for p in cEnv { free(p) } }
-        var pid: pid_t = 0
-        let rc = posix_spawn(&pid, argv[0], &actions, nil, cArgs, cEnv)
-        guard rc == 0 else { throw UserManagerError("posix_spawn failed: \(String(cString: strerror(rc)))") }
-        return pid
+        do {
+            return try NodeProcesses.spawn(argv, log: log)
+        } catch let error as NodeError {
+            throw UserManagerError(error.description)
+        }
     }
 
     private func waitUntilRunning() async throws {
@@ -183,33 +169,10 @@ final class UserManager: Sendable {
         _ = try? FileManager.default.removeItem(atPath: base)
     }
 
-    static func pids(under dir: String) -> [pid_t] {
-        guard let enumerator = FileManager.default.enumerator(atPath: dir) else { return [] }
-        var out: [pid_t] = []
-        let files =
-            ["cgroup.procs"]
-            + enumerator.compactMap { ($0 as? String).flatMap { $0.hasSuffix("/cgroup.procs") ? $0 : nil } }
-        for f in files {
-            let text = (try? String(contentsOfFile: "\(dir)/\(f)", encoding: .utf8)) ?? ""
-            out += text.split(separator: "\n").compactMap { pid_t($0) }
-        }
-        return out
-    }
+    static func pids(under dir: String) -> [pid_t] { NodeProcesses.pids(under: dir) }
 
     /// cgroup directories are removed with rmdir, deepest first (their files cannot be unlinked).
-    static func removeTree(_ dir: String) {
-        guard FileManager.default.fileExists(atPath: dir) else { return }
-        let subdirs = (FileManager.default.subpaths(atPath: dir) ?? [])
-            .filter { !$0.contains("/cgroup.") && !$0.hasPrefix("cgroup.") }
-            .map { "\(dir)/\($0)" }
-            .filter {
-                var isDir: ObjCBool = false
-                return FileManager.default.fileExists(atPath: $0, isDirectory: &isDir) && isDir.boolValue
-            }
-            .sorted { $0.count > $1.count }
-        for d in subdirs { rmdir(d) }
-        rmdir(dir)
-    }
+    static func removeTree(_ dir: String) { NodeProcesses.removeTree(dir) }
 }
 
 struct UserManagerError: Error, CustomStringConvertible {

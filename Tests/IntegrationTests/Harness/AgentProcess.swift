@@ -14,15 +14,17 @@ final class AgentProcess: Sendable {
         self.process = process
     }
 
-    /// `muster-agent join --coordinator ADDR --token T --state-dir DIR --run` inside `netns`.
+    /// `muster-agent join --coordinator ADDR --token T --state-dir DIR --run [EXTRA…]` inside `netns`.
+    /// - Parameter extraArguments: more options for the daemon, e.g. `--systemd system --unit-dir D`.
     static func join(
         name: String, netns: String?, coordinator: String, token: String, stateDir: String,
-        environment: [String: String] = [:]
+        environment: [String: String] = [:], extraArguments: [String] = []
     ) throws -> AgentProcess {
         try Binaries.check()
         let p = try ChildProcess.spawn(
             name: name, path: Binaries.agent,
-            arguments: ["join", "--coordinator", coordinator, "--token", token, "--state-dir", stateDir, "--run"],
+            arguments: ["join", "--coordinator", coordinator, "--token", token, "--state-dir", stateDir, "--run"]
+                + extraArguments,
             netns: netns, environment: environment.merging(["MUSTER_LOG_LEVEL": "debug"]) { own, _ in own },
             logPath: "\(stateDir).log")
         return AgentProcess(name: name, netns: netns, stateDir: stateDir, process: p)

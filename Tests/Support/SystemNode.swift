@@ -1,8 +1,6 @@
 import Foundation
 import Synchronization
 
-@testable import Agent
-
 #if canImport(Glibc)
     import Glibc
 #endif
@@ -14,24 +12,34 @@ import Synchronization
 /// it execs `unshare` and systemd (TESTING.md). The node's `/run` is a bind of `BASE/run`, so its system bus
 /// socket is reachable from the test process at `BASE/run/dbus/system_bus_socket` (the manager's private socket
 /// refuses peers outside its PID namespace; the bus does not).
-final class SystemNode: Sendable {
-    let name: String
-    let base: String
+///
+/// In TestSupport so that AgentTests (which drive the bus in-process, `SDBus.Address.bus(node.busAddressString)`)
+/// and IntegrationTests (which run the real `muster-agent` with `DBUS_SYSTEM_BUS_ADDRESS=node.busAddressString`)
+/// share it. It talks to the node itself through `busctl --address` only, so it needs nothing of the Agent module.
+///
+/// The node's mount namespace is a private copy of the host's taken at boot: mounts made on the host before
+/// ``start(netns:mountHelpers:)`` are visible in the node, later ones are not.
+public final class SystemNode: Sendable {
+    public let name: String
+    public let base: String
     /// The `unshare` process (parent of the node's PID 1), our child.
-    let pid: pid_t
+    public let pid: pid_t
     private let cgroup: String
     /// The network namespace the node lives in, `nil` for the host's.
-    let netns: String?
+    public let netns: String?
     private let reaped = Mutex(false)
 
     /// Where the node's manager finds units (`SYSTEMD_UNIT_PATH`).
-    var unitDirectory: String { "\(base)/units" }
-    var busAddress: SDBus.Address { .bus("unix:path=\(base)/run/dbus/system_bus_socket") }
+    public var unitDirectory: String { "\(base)/units" }
+    /// The node's system bus socket on the host.
+    public var busSocketPath: String { "\(base)/run/dbus/system_bus_socket" }
+    /// The bus address as `DBUS_SYSTEM_BUS_ADDRESS` (and `sd_bus_set_address`) take it.
+    public var busAddressString: String { "unix:path=\(busSocketPath)" }
     /// `BASE/run` on the host is `/run` inside the node.
-    func hostPath(ofNodeRun path: String) -> String { "\(base)/run/\(path)" }
+    public func hostPath(ofNodeRun path: String) -> String { "\(base)/run/\(path)" }
     /// The node's journal files (journald runs with `Storage=volatile`), readable from the host.
-    var journalDirectory: String { "\(base)/run/log/journal" }
-    var log: String { (try? String(contentsOfFile: "\(base)/console", encoding: .utf8)) ?? "" }
+    public var journalDirectory: String { "\(base)/run/log/journal" }
+    public var log: String { (try? String(contentsOfFile: "\(base)/console", encoding: .utf8)) ?? "" }
 
     private init(name: String, base: String, pid: pid_t, cgroup: String, netns: String?) {
         self.netns = netns
@@ -41,7 +49,7 @@ final class SystemNode: Sendable {
         self.cgroup = cgroup
     }
 
-    static func with<T>(
+    public static func with<T>(
         netns: String? = nil, mountHelpers: String? = nil, _ body: (SystemNode) async throws -> T
     ) async throws -> T {
         let node = try await start(netns: netns, mountHelpers: mountHelpers)
@@ -60,7 +68,7 @@ final class SystemNode: Sendable {
     ///   - netns: a network namespace (`/run/netns/NAME`) the node lives in; the host's network otherwise.
     ///   - mountHelpers: a directory whose files (e.g. `mount.nfs4`) are laid over `/usr/sbin` in the node's mount
     ///     namespace only (a read-only overlay), so `mount(8)` inside the node finds them.
-    static func start(netns: String? = nil, mountHelpers: String? = nil) async throws -> SystemNode {
+    public static func start(netns: String? = nil, mountHelpers: String? = nil) async throws -> SystemNode {
         var random = SystemRandomNumberGenerator()
         let id = String(random.next() % 0xFFFFFF, radix: 16)
         let name = "ms\(getpid())-\(id)"
@@ -95,7 +103,7 @@ final class SystemNode: Sendable {
         try "[Journal]\nStorage=volatile\n".write(
             toFile: "\(base)/run/systemd/journald.conf.d/muster-test.conf", atomically: true, encoding: .utf8)
 
-        let hierarchies = UserManager.hierarchies()
+        let hierarchies = NodeProcesses.hierarchies()
         for h in hierarchies { try fm.createDirectory(atPath: "\(h)/\(cgroup)", withIntermediateDirectories: true) }
         let cpuset = "/sys/fs/cgroup/cpuset"
         if fm.fileExists(atPath: "\(cpuset)/cpuset.cpus") {
@@ -115,7 +123,7 @@ final class SystemNode: Sendable {
             exec env -i container=muster-test SYSTEMD_UNIT_PATH=\(base)/units /lib/systemd/systemd --system \
             --unit=node.target --log-target=console --log-level=notice'
             """
-        let pid = try UserManager.spawn(["/usr/bin/setsid", "/bin/sh", "-c", script], log: "\(base)/console")
+        let pid = try NodeProcesses.spawn(["/usr/bin/setsid", "/bin/sh", "-c", script], log: "\(base)/console")
         let node = SystemNode(name: name, base: base, pid: pid, cgroup: cgroup, netns: netns)
         do {
             try await node.waitUntilRunning()
@@ -127,7 +135,7 @@ final class SystemNode: Sendable {
     }
 
     /// The node's PID 1 as the host sees it (the only child of the `unshare` process).
-    var initPID: pid_t? {
+    public var initPID: pid_t? {
         guard let text = try? String(contentsOfFile: "/proc/\(pid)/task/\(pid)/children", encoding: .utf8) else {
             return nil
         }
@@ -135,36 +143,48 @@ final class SystemNode: Sendable {
     }
 
     /// ``initPID``, or an error naming the node when it has none (yet).
-    func requiredInitPID() throws -> pid_t {
-        guard let initPID else { throw UserManagerError("node \(name) has no PID 1 yet") }
+    public func requiredInitPID() throws -> pid_t {
+        guard let initPID else { throw NodeError("node \(name) has no PID 1 yet") }
         return initPID
     }
 
-    /// Runs `argv` inside the node (its PID, mount, UTS and network namespaces) to completion.
-    func exec(_ argv: [String]) throws -> CommandOutput {
-        guard let initPID else { throw UserManagerError("node \(name) has no PID 1") }
-        var flags = ["-t", "\(initPID)", "-m", "-p", "-u"]
-        if netns != nil { flags.append("-n") }
-        return try runCommand("/usr/bin/nsenter", flags + argv)
+    /// `busctl --address=<the node's bus> ARGS…`: status and combined output.
+    @discardableResult
+    public func busctl(_ arguments: [String]) throws -> (status: Int32, output: String) {
+        try PostgresHarness.run("/usr/bin/busctl", ["--address=\(busAddressString)"] + arguments)
+    }
+
+    /// A property of the manager (`org.freedesktop.systemd1.Manager`), e.g. `SystemState`, as `busctl` prints its
+    /// value (`s "running"` → `running`); nil when the bus does not answer.
+    public func managerProperty(_ name: String) -> String? {
+        guard FileManager.default.fileExists(atPath: busSocketPath),
+            let result = try? busctl([
+                "get-property", "org.freedesktop.systemd1", "/org/freedesktop/systemd1",
+                "org.freedesktop.systemd1.Manager", name,
+            ]), result.status == 0
+        else { return nil }
+        return Self.busctlValue(result.output)
+    }
+
+    /// `s "running"` → `running`.
+    static func busctlValue(_ output: String) -> String {
+        var text = output.trimmingCharacters(in: .whitespacesAndNewlines)
+        if let space = text.firstIndex(of: " ") { text = String(text[text.index(after: space)...]) }
+        if text.hasPrefix("\""), text.hasSuffix("\""), text.count >= 2 { text = String(text.dropFirst().dropLast()) }
+        return text
     }
 
     private func waitUntilRunning() async throws {
         var lastState = "not connected"
         for _ in 0..<500 {
-            guard isAlive else { throw UserManagerError("node \(name) exited while booting; log:\n\(log)") }
-            if let systemd = try? await SystemdManager.connect(busAddress),
-                let state = try? await systemd.bus.perform({ c in
-                    try c.stringProperty(
-                        destination: SystemdManager.destination, path: SystemdManager.managerPath,
-                        interface: SystemdManager.managerInterface, member: "SystemState")
-                })
-            {
+            guard isAlive else { throw NodeError("node \(name) exited while booting; log:\n\(log)") }
+            if let state = managerProperty("SystemState") {
                 lastState = state
                 if state == "running" || state == "degraded" { return }
             }
             try await Task.sleep(for: .milliseconds(20))
         }
-        throw UserManagerError("node \(name) did not boot (state \(lastState)); log:\n\(log)")
+        throw NodeError("node \(name) did not boot (state \(lastState)); log:\n\(log)")
     }
 
     private var isAlive: Bool {
@@ -178,26 +198,25 @@ final class SystemNode: Sendable {
 
     /// Powers the node off over D-Bus, waits, then SIGKILLs whatever is left in its cgroups (by PID) and removes
     /// the cgroups and the base directory.
-    func stop() async {
-        if isAlive, let systemd = try? await SystemdManager.connect(busAddress) {
+    public func stop() async {
+        if isAlive, FileManager.default.fileExists(atPath: busSocketPath) {
             // D-Bus method org.freedesktop.systemd1.Manager.PowerOff: PID 1 of a container exits.
-            _ = try? await systemd.bus.perform { c in
-                _ = try c.call(
-                    destination: SystemdManager.destination, path: SystemdManager.managerPath,
-                    interface: SystemdManager.managerInterface, member: "PowerOff")
-            }
+            _ = try? busctl([
+                "call", "org.freedesktop.systemd1", "/org/freedesktop/systemd1", "org.freedesktop.systemd1.Manager",
+                "PowerOff",
+            ])
             for _ in 0..<250 where isAlive { try? await Task.sleep(for: .milliseconds(20)) }
         }
-        let hierarchies = UserManager.hierarchies()
+        let hierarchies = NodeProcesses.hierarchies()
         for _ in 0..<5 {
             var leftovers: [pid_t] = []
-            for h in hierarchies { leftovers += UserManager.pids(under: "\(h)/\(cgroup)") }
+            for h in hierarchies { leftovers += NodeProcesses.pids(under: "\(h)/\(cgroup)") }
             if leftovers.isEmpty { break }
             for p in Set(leftovers) { kill(p, SIGKILL) }
             usleep(100_000)
         }
         for _ in 0..<250 where isAlive { usleep(20_000) }
-        for h in hierarchies { UserManager.removeTree("\(h)/\(cgroup)") }
+        for h in hierarchies { NodeProcesses.removeTree("\(h)/\(cgroup)") }
         _ = try? FileManager.default.removeItem(atPath: base)
     }
 }

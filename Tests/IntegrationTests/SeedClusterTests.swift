@@ -1,0 +1,577 @@
+import Foundation
+import Shared
+import TestSupport
+import Testing
+
+@testable import Agent
+
+/// `muster seed-cluster` end to end with real parts (issue 6): the real `muster serve` on the test PostgreSQL, the
+/// real `muster-agent` on the host driving a real systemd **system** manager (``SystemNode``, PID 1 of its own
+/// namespaces) over that node's system bus (`DBUS_SYSTEM_BUS_ADDRESS`), and the example service
+/// (`examples/repo-service`) as a real unit of that node, generated in standalone mode (SQLite + local directories).
+///
+/// The shared volume is a tmpfs mounted on the host before the node boots (so the node's private copy of the mount
+/// table has it too): the precheck wants a mount point. Real NFS (nfs-ganesha and the `mount.nfs` stand-in) is
+/// covered by the volume tests in AgentTests/Volumes; here the volume only has to be a writable mount.
+///
+/// After every failure and every rollback the SQLite source and the local directories must be byte-identical and the
+/// original config back in place.
+@Suite("muster seed-cluster end to end", .serialized, .requiresSystemd)
+struct SeedClusterTests {
+    /// `examples/repo-service` in this checkout.
+    static let exampleDirectory: String = {
+        var url = URL(fileURLWithPath: #filePath)
+        for _ in 0..<3 { url.deleteLastPathComponent() }
+        return url.appendingPathComponent("examples/repo-service").path
+    }()
+    static let python = "/usr/bin/python3"
+
+    /// One standalone server, a coordinator and the agent that joined it, all started for one test.
+    struct Fixture {
+        let scratch: ScratchDirectory
+        let node: SystemNode
+        let coordinator: CoordinatorProcess
+        let agent: AgentProcess
+        let nodeID: String
+        /// The seed's target database (`seed_<random>`).
+        let target: (name: String, url: String)
+        let unit: String
+        let port: Int
+        /// The generator's counts: repositories, commits, snapshots.
+        let tables: [String: Int]
+        /// The standalone service's `/search?q=Initial%20import` count.
+        let searchCount: Int
+
+        var root: String { scratch.path }
+        var app: String { "\(root)/srv/app" }
+        var database: String { "\(app)/db/repo.db" }
+        var configPath: String { "\(root)/etc/config.json" }
+        var shared: String { "\(root)/mnt/shared" }
+        var serviceLog: String { "\(root)/service.log" }
+        func url(_ path: String) -> String { "http://127.0.0.1:\(port)\(path)" }
+
+        /// Logs for a failure message: the agent's and the coordinator's tails, the service's output.
+        func diagnostics() -> String {
+            let service = (try? String(contentsOfFile: serviceLog, encoding: .utf8)) ?? "(no service log)"
+            return """
+                ---- agent (pid \(agent.process.pid)) ----
+                \(agent.process.logTail(4000))
+                ---- coordinator (pid \(coordinator.process.pid)) ----
+                \(coordinator.process.logTail(3000))
+                ---- service log ----
+                \(String(service.suffix(2000)))
+                """
+        }
+
+        /// The profile, from `examples/repo-service/seed.yaml` with this fixture's paths, unit, port and target.
+        /// - Parameters:
+        ///   - expectMode: the `storage_mode` the config must hold before anything changes.
+        ///   - serviceURL: the `postgres_url` the service gets in cluster mode (the migration target by default).
+        func profile(expectMode: String = "sqlite", serviceURL: String? = nil, healthTimeout: Int = 30) -> String {
+            let volume = "\(shared)/repo-service"
+            return """
+                service:
+                  unit: \(unit)
+                  healthURL: \(url("/health"))
+                  healthTimeoutSeconds: \(healthTimeout)
+                databases:
+                  - path: \(database)
+                    target: \(target.url)
+                    schema: app
+                    tables: [repositories, commits, snapshots]
+                directories:
+                  - source: \(app)/golden-repos
+                    destination: repo-service/golden-repos
+                  - source: \(app)/.versioned
+                    destination: repo-service/.versioned
+                  - source: \(app)/aliases
+                    destination: repo-service/aliases
+                    exclude: ["*.tmp"]
+                rewrites:
+                  - files: [\(volume)/aliases/*.json]
+                    fields: [/path, /snapshots/*/path]
+                    prefixes:
+                      - from: \(app)/golden-repos
+                        to: \(volume)/golden-repos
+                      - from: \(app)/.versioned
+                        to: \(volume)/.versioned
+                config:
+                  file: \(configPath)
+                  format: json
+                  expect:
+                    storage_mode: \(expectMode)
+                  set:
+                    storage_mode: postgres
+                    postgres_url: "\(serviceURL ?? target.url)"
+                    postgres_schema: app
+                    data_root: \(volume)
+                    aliases_dir: \(volume)/aliases
+                volume:
+                  name: shared
+                  mountPath: \(shared)
+                checks:
+                  - name: healthy in cluster mode
+                    url: \(url("/health"))
+                    json:
+                      /status: ok
+                      /mode: postgres
+                  - name: every row migrated
+                    url: \(url("/stats"))
+                    json:
+                      /mode: postgres
+                      /tables/repositories: \(tables["repositories"] ?? -1)
+                      /tables/commits: \(tables["commits"] ?? -1)
+                      /tables/snapshots: \(tables["snapshots"] ?? -1)
+                  - name: every repository and snapshot on the shared volume
+                    url: \(url("/repos"))
+                    json:
+                      /count: \(tables["repositories"] ?? -1)
+                      /missing: 0
+                  - name: search reads the database
+                    url: \(url("/search?q=Initial%20import"))
+                    json:
+                      /count: \(searchCount)
+                """
+        }
+
+        /// Writes a profile file and returns its path.
+        func writeProfile(_ text: String, name: String) throws -> String {
+            let path = "\(root)/\(name).yaml"
+            try text.write(toFile: path, atomically: true, encoding: .utf8)
+            return path
+        }
+
+        /// The admin CLI against the coordinator (a seed may take a while on a loaded machine).
+        func muster(_ args: [String]) async throws -> CommandResult {
+            try await runCommand(
+                Binaries.muster, args + ["--state-dir", coordinator.stateDir], timeout: .seconds(900))
+        }
+
+        /// `muster seed-cluster --node ID --profile P --yes --json [EXTRA]`.
+        func seed(_ profilePath: String, _ extra: [String] = []) async throws -> CommandResult {
+            try await muster(
+                ["seed-cluster", "--node", nodeID, "--profile", profilePath, "--yes", "--json", "--timeout", "10m"]
+                    + extra)
+        }
+
+        func systemd() async throws -> SystemdManager {
+            try await SystemdManager.connect(.bus(node.busAddressString))
+        }
+
+        func unitState() async throws -> UnitState {
+            try await systemd().state(of: try UnitName(unit))
+        }
+    }
+
+    // MARK: - Setup
+
+    /// Sets everything up, runs `body`, and always tears down what was started (by PID), in reverse order.
+    static func withFixture(_ body: (Fixture) async throws -> Void) async throws {
+        var cleanups: [() async -> Void] = []
+        func runCleanups() async {
+            for cleanup in cleanups.reversed() { await cleanup() }
+            cleanups = []
+        }
+        var fixture: Fixture?
+        do {
+            try Binaries.check()
+            let scratch = try ScratchDirectory("seed")
+            cleanups.append { scratch.remove() }
+            let root = scratch.path
+
+            // The volume: mounted before the node boots, so the node's mount namespace (a copy) has it too.
+            let shared = try scratch.sub("mnt/shared")
+            let mount = try await runCommand("/usr/bin/mount", ["-t", "tmpfs", "-o", "size=256m,mode=755", "tmpfs", shared])
+            guard mount.status == 0 else { throw HarnessError("mount tmpfs on \(shared) failed: \(mount.stderr)") }
+            cleanups.append {
+                if runCommandSync("/usr/bin/umount", [shared]) != 0 { runCommandSync("/usr/bin/umount", ["-l", shared]) }
+            }
+
+            // The standalone installation: generated data, the app, its config.
+            let port = try PostgresHarness.freePort()
+            let generated = try await runCommand(
+                python,
+                [
+                    "\(exampleDirectory)/generate.py", "--root", "\(root)/srv/app", "--config", "\(root)/etc/config.json",
+                    "--listen", "127.0.0.1:\(port)", "--repos", "5", "--commits", "500",
+                ], timeout: .seconds(300))
+            guard generated.status == 0 else {
+                throw HarnessError("generate.py failed (\(generated.status)): \(generated.stdout)\n\(generated.stderr)")
+            }
+            guard let summary = try JSONSerialization.jsonObject(with: Data(generated.stdout.utf8)) as? [String: Any],
+                let counts = summary["tables"] as? [String: Int]
+            else { throw HarnessError("generate.py printed no summary with tables: \(generated.stdout)") }
+            try FileManager.default.createDirectory(atPath: "\(root)/opt", withIntermediateDirectories: true)
+            try FileManager.default.copyItem(atPath: "\(exampleDirectory)/app.py", toPath: "\(root)/opt/app.py")
+
+            // The node, and the service as a real unit of it.
+            let node = try await SystemNode.start()
+            cleanups.append { await node.stop() }
+            var random = SystemRandomNumberGenerator()
+            let unit = "repo-service-\(String(random.next() % 0xFFFFFF, radix: 16)).service"
+            try """
+            [Unit]
+            Description=repo-service (muster seed-cluster test)
+
+            [Service]
+            Type=simple
+            ExecStart=\(python) \(root)/opt/app.py --config \(root)/etc/config.json
+            Restart=on-failure
+            RestartSec=1s
+            RestartPreventExitStatus=2
+            Environment=PYTHONUNBUFFERED=1
+            StandardOutput=append:\(root)/service.log
+            StandardError=append:\(root)/service.log
+            TimeoutStopSec=15s
+            """.write(toFile: "\(node.unitDirectory)/\(unit)", atomically: true, encoding: .utf8)
+            let systemd = try await SystemdManager.connect(.bus(node.busAddressString))
+            try await systemd.daemonReload()
+            _ = try await systemd.start(try UnitName(unit))
+            let health = try await eventually("the standalone service to answer /health", timeout: .seconds(60)) {
+                () async throws -> [String: Any]? in
+                let r = try await http("http://127.0.0.1:\(port)/health")
+                return r.status == 200 ? r.object : nil
+            }
+            guard health["mode"] as? String == "sqlite" else { throw HarnessError("standalone /health: \(health)") }
+            let search = try await http("http://127.0.0.1:\(port)/search?q=Initial%20import")
+            guard search.status == 200, let searchCount = search.object?["count"] as? Int else {
+                throw HarnessError("standalone /search: \(search.status) \(search.body)")
+            }
+
+            // Databases: the coordinator's and the seed's target.
+            let coordinatorDB = try PostgresHarness.makeDatabase(prefix: "it")
+            cleanups.append { PostgresHarness.dropDatabase(coordinatorDB.name) }
+            let target = try PostgresHarness.makeDatabase(prefix: "seed")
+            cleanups.append { PostgresHarness.dropDatabase(target.name) }
+
+            let coordinator = try await CoordinatorProcess.start(
+                stateDir: try scratch.sub("coordinator"), databaseURL: coordinatorDB.url, listenHost: "127.0.0.1")
+            cleanups.append { await coordinator.stop() }
+            let token = try await coordinator.createToken()
+            // The real agent on the host, driving the node's system manager over the node's system bus.
+            let agent = try AgentProcess.join(
+                name: "agent", netns: nil, coordinator: coordinator.coordinatorAddress, token: token,
+                stateDir: try scratch.sub("agent"),
+                environment: ["DBUS_SYSTEM_BUS_ADDRESS": node.busAddressString],
+                extraArguments: ["--systemd", "system", "--unit-dir", node.unitDirectory])
+            cleanups.append { await agent.process.stop() }
+            let nodeID = try await eventually("the agent to finish its join") { () async throws -> String? in
+                if let code = agent.process.exitCode {
+                    throw HarnessError("the agent exited with \(code):\n\(agent.process.logTail())")
+                }
+                return agent.nodeID
+            }
+            try await coordinator.waitForNode(nodeID, state: "ready")
+
+            fixture = Fixture(
+                scratch: scratch, node: node, coordinator: coordinator, agent: agent, nodeID: nodeID, target: target,
+                unit: unit, port: port, tables: counts, searchCount: searchCount)
+            try await body(fixture!)
+        } catch {
+            if let fixture { Issue.record("\(error)\n\(fixture.diagnostics())") }
+            await runCleanups()
+            throw error
+        }
+        await runCleanups()
+    }
+
+    // MARK: - Helpers
+
+    struct HTTPAnswer {
+        var status: Int
+        var body: String
+        var object: [String: Any]? {
+            (try? JSONSerialization.jsonObject(with: Data(body.utf8))) as? [String: Any]
+        }
+    }
+
+    /// GET with curl (status 0 when nothing answered).
+    static func http(_ url: String) async throws -> HTTPAnswer {
+        let r = try await runCommand(
+            "/usr/bin/curl", ["-sS", "--max-time", "10", "-o", "-", "-w", "\n%{http_code}", url], timeout: .seconds(30))
+        var lines = r.stdout.split(separator: "\n", omittingEmptySubsequences: false)
+        let status = Int(lines.popLast() ?? "") ?? 0
+        return HTTPAnswer(status: status, body: lines.joined(separator: "\n"))
+    }
+
+    /// Every regular file under `directory` (relative path → bytes), for byte-identity checks.
+    static func tree(_ directory: String) -> [String: Data] {
+        var out: [String: Data] = [:]
+        for path in FileManager.default.subpaths(atPath: directory) ?? [] {
+            let full = "\(directory)/\(path)"
+            var isDirectory: ObjCBool = false
+            guard FileManager.default.fileExists(atPath: full, isDirectory: &isDirectory), !isDirectory.boolValue
+            else { continue }
+            out[path] = FileManager.default.contents(atPath: full) ?? Data()
+        }
+        return out
+    }
+
+    /// The differences between two ``tree(_:)`` snapshots, for a message.
+    static func differences(_ before: [String: Data], _ after: [String: Data]) -> [String] {
+        var out: [String] = []
+        for (path, data) in before where after[path] != data {
+            out.append(after[path] == nil ? "removed \(path)" : "changed \(path)")
+        }
+        for path in after.keys where before[path] == nil { out.append("added \(path)") }
+        return out.sorted()
+    }
+
+    /// The last line of `--json` output that parses as an object with `"event": "summary"`.
+    static func summary(_ stdout: String) -> [String: Any]? {
+        for line in stdout.split(separator: "\n").reversed() {
+            if let object = (try? JSONSerialization.jsonObject(with: Data(line.utf8))) as? [String: Any],
+                object["event"] as? String == "summary"
+            {
+                return object
+            }
+        }
+        return nil
+    }
+
+    static func workflowID(_ summary: [String: Any]?) -> String? {
+        (summary?["workflow"] as? [String: Any])?["id"] as? String
+    }
+
+    static func workflowState(_ summary: [String: Any]?) -> String? {
+        (summary?["workflow"] as? [String: Any])?["state"] as? String
+    }
+
+    /// The service answers `/health` with 200 in `mode`.
+    static func healthy(_ f: Fixture, mode: String) async throws -> [String: Any] {
+        try await eventually("\(f.unit) to answer /health in \(mode) mode", timeout: .seconds(60)) {
+            () async throws -> [String: Any]? in
+            let r = try await http(f.url("/health"))
+            guard r.status == 200, let object = r.object, object["mode"] as? String == mode else { return nil }
+            return object
+        }
+    }
+
+    /// The standalone server is as it was: config bytes, SQLite file, local directories; service active and
+    /// answering in SQLite mode.
+    static func expectStandaloneIntact(
+        _ f: Fixture, config: Data, sqliteTree: [String: Data], appTree: [String: Data], _ context: String
+    ) async throws {
+        #expect(
+            FileManager.default.contents(atPath: f.configPath) == config,
+            "\(context): the config is not the original: \((try? String(contentsOfFile: f.configPath, encoding: .utf8)) ?? "?")"
+        )
+        let sqliteDiff = differences(sqliteTree, tree("\(f.app)/db"))
+        #expect(sqliteDiff.isEmpty, "\(context): the SQLite source changed: \(sqliteDiff)")
+        let appDiff = differences(appTree, tree(f.app))
+        #expect(appDiff.isEmpty, "\(context): the local directories changed: \(appDiff.prefix(20))")
+        _ = try await healthy(f, mode: "sqlite")
+        let state = try await f.unitState()
+        #expect(state.activeState == "active", "\(context): \(f.unit) is \(state.activeState)/\(state.subState)")
+        let stats = try await http(f.url("/stats"))
+        #expect(stats.status == 200 && (stats.object?["tables"] as? [String: Int]) == f.tables, "\(stats.body)")
+    }
+
+    // MARK: - Tests
+
+    @Test("seeds a standalone server: every row in PostgreSQL, every repository on the volume; a second run is a no-op")
+    func seedsTheStandaloneServer() async throws {
+        try await Self.withFixture { f in
+            let originalConfig = try #require(FileManager.default.contents(atPath: f.configPath))
+            let sqliteTree = Self.tree("\(f.app)/db")
+            let appTree = Self.tree(f.app)
+            let profile = try f.writeProfile(f.profile(), name: "seed")
+
+            let run = try await f.seed(profile)
+            let summary = Self.summary(run.stdout)
+            try #require(
+                run.status == 0,
+                "seed-cluster exited \(run.status)\nstdout:\n\(run.stdout.suffix(6000))\nstderr:\n\(run.stderr.suffix(4000))\n\(f.diagnostics())"
+            )
+            #expect(summary?["outcome"] as? String == "created", "\(run.stdout.suffix(2000))")
+            #expect(Self.workflowState(summary) == "succeeded")
+            #expect(((summary?["maintenanceWindowSeconds"] as? NSNumber)?.doubleValue ?? -1) > 0, "\(run.stdout.suffix(2000))")
+            let id = try #require(Self.workflowID(summary), "no workflow id in \(run.stdout.suffix(2000))")
+            // Step events as NDJSON before the summary.
+            #expect(run.stdout.contains(#""event":"step""#), "\(run.stdout.prefix(2000))")
+
+            // The service in cluster mode, through its own endpoints.
+            _ = try await Self.healthy(f, mode: "postgres")
+            let stats = try await Self.http(f.url("/stats"))
+            #expect(stats.status == 200, "\(stats.body)")
+            #expect(stats.object?["mode"] as? String == "postgres", "\(stats.body)")
+            #expect((stats.object?["tables"] as? [String: Int]) == f.tables, "\(stats.body)")
+            let repos = try await Self.http(f.url("/repos"))
+            #expect(repos.status == 200, "\(repos.body.prefix(2000))")
+            #expect(repos.object?["count"] as? Int == f.tables["repositories"], "\(repos.body.prefix(2000))")
+            #expect(repos.object?["missing"] as? Int == 0, "\(repos.body.prefix(2000))")
+            let search = try await Self.http(f.url("/search?q=Initial%20import"))
+            #expect(search.object?["count"] as? Int == f.searchCount, "\(search.body.prefix(2000))")
+            // The rows are in the target database, schema app.
+            let commits = try PostgresHarness.psql(
+                try PostgresHarness.server(), database: f.target.name, sql: "SELECT count(*) FROM app.commits")
+            #expect(Int(commits) == f.tables["commits"])
+
+            // The standalone server's data was only read; the config was switched with a backup of the original.
+            #expect(Self.differences(sqliteTree, Self.tree("\(f.app)/db")).isEmpty)
+            #expect(Self.differences(appTree, Self.tree(f.app)).isEmpty)
+            let config = try #require(
+                (try? JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: f.configPath))))
+                    as? [String: Any])
+            #expect(config["storage_mode"] as? String == "postgres")
+            #expect(FileManager.default.contents(atPath: f.configPath + ".pre-cluster") == originalConfig)
+
+            // A second run: already done, nothing runs again.
+            let again = try await f.seed(profile)
+            #expect(again.status == 0, "\(again.stdout.suffix(2000))\n\(again.stderr.suffix(2000))")
+            let againSummary = Self.summary(again.stdout)
+            #expect(againSummary?["outcome"] as? String == "already-done", "\(again.stdout.suffix(2000))")
+            #expect(Self.workflowID(againSummary) == id)
+
+            let show = try await f.muster(["workflow", "show", id, "--json"])
+            #expect(show.status == 0, "\(show.stderr)")
+            let shown = (try? JSONSerialization.jsonObject(with: Data(show.stdout.utf8))) as? [String: Any]
+            #expect(shown?["state"] as? String == "succeeded", "\(show.stdout.prefix(2000))")
+            #expect((shown?["steps"] as? [[String: Any]])?.allSatisfy { $0["state"] as? String == "succeeded" } == true)
+
+            // An operator may undo a finished seed: the standalone service comes back as it was.
+            let rollback = try await f.muster(["workflow", "rollback", id, "--json"])
+            #expect(
+                rollback.status == 0,
+                "rollback exited \(rollback.status)\n\(rollback.stdout.suffix(3000))\n\(rollback.stderr.suffix(2000))\n\(f.diagnostics())"
+            )
+            #expect(Self.workflowState(Self.summary(rollback.stdout)) == "rolled-back", "\(rollback.stdout.suffix(2000))")
+            try await Self.expectStandaloneIntact(
+                f, config: originalConfig, sqliteTree: sqliteTree, appTree: appTree, "after rolling back a finished seed")
+        }
+    }
+
+    @Test("a precheck that fails (config not as the profile expects) refuses with exit 3 and changes nothing")
+    func precheckRefusal() async throws {
+        try await Self.withFixture { f in
+            let originalConfig = try #require(FileManager.default.contents(atPath: f.configPath))
+            let sqliteTree = Self.tree("\(f.app)/db")
+            let appTree = Self.tree(f.app)
+            let profile = try f.writeProfile(f.profile(expectMode: "nosuch"), name: "expects-nosuch")
+
+            let run = try await f.seed(profile)
+            #expect(
+                run.status == 3,
+                "seed-cluster exited \(run.status)\nstdout:\n\(run.stdout.suffix(4000))\nstderr:\n\(run.stderr.suffix(3000))\n\(f.diagnostics())"
+            )
+            let summary = Self.summary(run.stdout)
+            #expect(Self.workflowState(summary) == "failed")
+            let steps = (summary?["workflow"] as? [String: Any])?["steps"] as? [[String: Any]] ?? []
+            #expect(steps.first?["state"] as? String == "failed", "\(run.stdout.suffix(3000))")
+            #expect(steps.dropFirst().allSatisfy { $0["state"] as? String == "pending" }, "\(run.stdout.suffix(3000))")
+            // The failure names the key, what was found and what was expected.
+            let message = ((steps.first?["error"] as? [String: Any])?["message"] as? String) ?? ""
+            #expect(message.contains("storage_mode") && message.contains("nosuch"), "\(message)")
+
+            #expect(!FileManager.default.fileExists(atPath: f.configPath + ".pre-cluster"))
+            let tables = try PostgresHarness.psql(
+                try PostgresHarness.server(), database: f.target.name,
+                sql: "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'app'")
+            #expect(tables == "0", "the target database got tables")
+            #expect((try? FileManager.default.contentsOfDirectory(atPath: f.shared)) ?? [] == [], "the volume was written")
+            try await Self.expectStandaloneIntact(
+                f, config: originalConfig, sqliteTree: sqliteTree, appTree: appTree, "after a refused precheck")
+        }
+    }
+
+    @Test(
+        "the service failing in cluster mode: exit 1, rollback restores standalone byte for byte; resume after fixing it")
+    func clusterModeFailureRollbackAndResume() async throws {
+        try await Self.withFixture { f in
+            let originalConfig = try #require(FileManager.default.contents(atPath: f.configPath))
+            let sqliteTree = Self.tree("\(f.app)/db")
+            let appTree = Self.tree(f.app)
+            // The service gets a PostgreSQL URL where nothing listens: it starts, but /health answers 503.
+            let closedPort = try PostgresHarness.freePort()
+            let server = try PostgresHarness.server()
+            let badURL = "postgres://\(server.user)@127.0.0.1:\(closedPort)/\(f.target.name)?sslmode=disable"
+            let profile = try f.writeProfile(f.profile(serviceURL: badURL, healthTimeout: 5), name: "closed-port")
+
+            // (b) fails at "wait until healthy"; the rollback brings the standalone service back.
+            let run = try await f.seed(profile)
+            #expect(
+                run.status == 1,
+                "seed-cluster exited \(run.status)\nstdout:\n\(run.stdout.suffix(4000))\nstderr:\n\(run.stderr.suffix(3000))\n\(f.diagnostics())"
+            )
+            let summary = Self.summary(run.stdout)
+            #expect(Self.workflowState(summary) == "failed", "\(run.stdout.suffix(3000))")
+            let steps = (summary?["workflow"] as? [String: Any])?["steps"] as? [[String: Any]] ?? []
+            let failed = steps.first { $0["state"] as? String == "failed" }
+            #expect((failed?["name"] as? String)?.hasPrefix("wait until") == true, "\(run.stdout.suffix(3000))")
+            let id = try #require(Self.workflowID(summary), "\(run.stdout.suffix(2000))")
+            #expect(
+                (summary?["rollbackPlan"] as? [[String: Any]])?.isEmpty == false, "no rollback plan printed: \(run.stdout)")
+
+            let rollback = try await f.muster(["workflow", "rollback", id, "--json"])
+            #expect(
+                rollback.status == 0,
+                "rollback exited \(rollback.status)\n\(rollback.stdout.suffix(3000))\n\(rollback.stderr.suffix(2000))\n\(f.diagnostics())"
+            )
+            #expect(Self.workflowState(Self.summary(rollback.stdout)) == "rolled-back", "\(rollback.stdout.suffix(2000))")
+            try await Self.expectStandaloneIntact(
+                f, config: originalConfig, sqliteTree: sqliteTree, appTree: appTree, "after the rollback")
+
+            // (c) the same failure again (a new workflow: the last one was rolled back; --replace: the first run
+            // left its migrated tables for inspection), then fix the cause — PostgreSQL reachable at that port —
+            // and resume from the failed step.
+            let again = try await f.seed(profile, ["--replace"])
+            #expect(again.status == 1, "\(again.stdout.suffix(3000))\n\(again.stderr.suffix(2000))\n\(f.diagnostics())")
+            let againID = try #require(Self.workflowID(Self.summary(again.stdout)), "\(again.stdout.suffix(2000))")
+            #expect(againID != id)
+            let forwarder = try Self.startForwarder(
+                f, from: closedPort, to: server.port, host: server.host == "localhost" ? "127.0.0.1" : server.host)
+            defer { forwarder.killAndReap() }
+            try await eventually("the forwarder to listen on \(closedPort)") { () async throws -> Bool? in
+                if let code = forwarder.exitCode { throw HarnessError("the forwarder exited \(code): \(forwarder.logTail())") }
+                return forwarder.logTail().contains("forwarding") ? true : nil
+            }
+            let resumed = try await f.muster(["workflow", "resume", againID, "--json"])
+            #expect(
+                resumed.status == 0,
+                "resume exited \(resumed.status)\n\(resumed.stdout.suffix(4000))\n\(resumed.stderr.suffix(2000))\n\(forwarder.logTail())\n\(f.diagnostics())"
+            )
+            #expect(Self.workflowState(Self.summary(resumed.stdout)) == "succeeded", "\(resumed.stdout.suffix(2000))")
+            let stats = try await Self.http(f.url("/stats"))
+            #expect(stats.object?["mode"] as? String == "postgres", "\(stats.body)")
+            #expect((stats.object?["tables"] as? [String: Int]) == f.tables, "\(stats.body)")
+            #expect(Self.differences(sqliteTree, Self.tree("\(f.app)/db")).isEmpty)
+        }
+    }
+
+    /// A TCP forwarder (Python, standard library) from 127.0.0.1:`from` to `host:to`: makes PostgreSQL reachable
+    /// where the profile pointed the service.
+    static func startForwarder(_ f: Fixture, from: Int, to: Int, host: String) throws -> ChildProcess {
+        let script = """
+            import socket, sys, threading
+            def pipe(a, b):
+                try:
+                    while True:
+                        data = a.recv(65536)
+                        if not data:
+                            break
+                        b.sendall(data)
+                except OSError:
+                    pass
+                finally:
+                    for s in (a, b):
+                        try:
+                            s.shutdown(socket.SHUT_RDWR)
+                        except OSError:
+                            pass
+            server = socket.socket()
+            server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            server.bind(("127.0.0.1", \(from)))
+            server.listen(64)
+            print("forwarding", flush=True)
+            while True:
+                client, _ = server.accept()
+                upstream = socket.create_connection(("\(host)", \(to)))
+                threading.Thread(target=pipe, args=(client, upstream), daemon=True).start()
+                threading.Thread(target=pipe, args=(upstream, client), daemon=True).start()
+            """
+        let path = "\(f.root)/forward.py"
+        try script.write(toFile: path, atomically: true, encoding: .utf8)
+        return try ChildProcess.spawn(
+            name: "forwarder", path: python, arguments: [path], logPath: "\(f.root)/forward.log")
+    }
+}
