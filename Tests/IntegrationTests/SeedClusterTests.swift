@@ -181,10 +181,13 @@ struct SeedClusterTests {
 
             // The volume: mounted before the node boots, so the node's mount namespace (a copy) has it too.
             let shared = try scratch.sub("mnt/shared")
-            let mount = try await runCommand("/usr/bin/mount", ["-t", "tmpfs", "-o", "size=256m,mode=755", "tmpfs", shared])
+            let mount = try await runCommand(
+                "/usr/bin/mount", ["-t", "tmpfs", "-o", "size=256m,mode=755", "tmpfs", shared])
             guard mount.status == 0 else { throw HarnessError("mount tmpfs on \(shared) failed: \(mount.stderr)") }
             cleanups.append {
-                if runCommandSync("/usr/bin/umount", [shared]) != 0 { runCommandSync("/usr/bin/umount", ["-l", shared]) }
+                if runCommandSync("/usr/bin/umount", [shared]) != 0 {
+                    runCommandSync("/usr/bin/umount", ["-l", shared])
+                }
             }
 
             // The standalone installation: generated data, the app, its config.
@@ -192,7 +195,8 @@ struct SeedClusterTests {
             let generated = try await runCommand(
                 python,
                 [
-                    "\(exampleDirectory)/generate.py", "--root", "\(root)/srv/app", "--config", "\(root)/etc/config.json",
+                    "\(exampleDirectory)/generate.py", "--root", "\(root)/srv/app", "--config",
+                    "\(root)/etc/config.json",
                     "--listen", "127.0.0.1:\(port)", "--repos", "5", "--commits", "500",
                 ], timeout: .seconds(300))
             guard generated.status == 0 else {
@@ -385,7 +389,9 @@ struct SeedClusterTests {
             )
             #expect(summary?["outcome"] as? String == "created", "\(run.stdout.suffix(2000))")
             #expect(Self.workflowState(summary) == "succeeded")
-            #expect(((summary?["maintenanceWindowSeconds"] as? NSNumber)?.doubleValue ?? -1) > 0, "\(run.stdout.suffix(2000))")
+            #expect(
+                ((summary?["maintenanceWindowSeconds"] as? NSNumber)?.doubleValue ?? -1) > 0,
+                "\(run.stdout.suffix(2000))")
             let id = try #require(Self.workflowID(summary), "no workflow id in \(run.stdout.suffix(2000))")
             // Step events as NDJSON before the summary.
             #expect(run.stdout.contains(#""event":"step""#), "\(run.stdout.prefix(2000))")
@@ -435,9 +441,11 @@ struct SeedClusterTests {
                 rollback.status == 0,
                 "rollback exited \(rollback.status)\n\(rollback.stdout.suffix(3000))\n\(rollback.stderr.suffix(2000))\n\(f.diagnostics())"
             )
-            #expect(Self.workflowState(Self.summary(rollback.stdout)) == "rolled-back", "\(rollback.stdout.suffix(2000))")
+            #expect(
+                Self.workflowState(Self.summary(rollback.stdout)) == "rolled-back", "\(rollback.stdout.suffix(2000))")
             try await Self.expectStandaloneIntact(
-                f, config: originalConfig, sqliteTree: sqliteTree, appTree: appTree, "after rolling back a finished seed")
+                f, config: originalConfig, sqliteTree: sqliteTree, appTree: appTree,
+                "after rolling back a finished seed")
         }
     }
 
@@ -468,14 +476,16 @@ struct SeedClusterTests {
                 try PostgresHarness.server(), database: f.target.name,
                 sql: "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'app'")
             #expect(tables == "0", "the target database got tables")
-            #expect((try? FileManager.default.contentsOfDirectory(atPath: f.shared)) ?? [] == [], "the volume was written")
+            #expect(
+                (try? FileManager.default.contentsOfDirectory(atPath: f.shared)) ?? [] == [], "the volume was written")
             try await Self.expectStandaloneIntact(
                 f, config: originalConfig, sqliteTree: sqliteTree, appTree: appTree, "after a refused precheck")
         }
     }
 
     @Test(
-        "the service failing in cluster mode: exit 1, rollback restores standalone byte for byte; resume after fixing it")
+        "the service failing in cluster mode: exit 1, rollback restores standalone byte for byte; resume after fixing it"
+    )
     func clusterModeFailureRollbackAndResume() async throws {
         try await Self.withFixture { f in
             let originalConfig = try #require(FileManager.default.contents(atPath: f.configPath))
@@ -500,14 +510,16 @@ struct SeedClusterTests {
             #expect((failed?["name"] as? String)?.hasPrefix("wait until") == true, "\(run.stdout.suffix(3000))")
             let id = try #require(Self.workflowID(summary), "\(run.stdout.suffix(2000))")
             #expect(
-                (summary?["rollbackPlan"] as? [[String: Any]])?.isEmpty == false, "no rollback plan printed: \(run.stdout)")
+                (summary?["rollbackPlan"] as? [[String: Any]])?.isEmpty == false,
+                "no rollback plan printed: \(run.stdout)")
 
             let rollback = try await f.muster(["workflow", "rollback", id, "--json"])
             #expect(
                 rollback.status == 0,
                 "rollback exited \(rollback.status)\n\(rollback.stdout.suffix(3000))\n\(rollback.stderr.suffix(2000))\n\(f.diagnostics())"
             )
-            #expect(Self.workflowState(Self.summary(rollback.stdout)) == "rolled-back", "\(rollback.stdout.suffix(2000))")
+            #expect(
+                Self.workflowState(Self.summary(rollback.stdout)) == "rolled-back", "\(rollback.stdout.suffix(2000))")
             try await Self.expectStandaloneIntact(
                 f, config: originalConfig, sqliteTree: sqliteTree, appTree: appTree, "after the rollback")
 
@@ -522,7 +534,9 @@ struct SeedClusterTests {
                 f, from: closedPort, to: server.port, host: server.host == "localhost" ? "127.0.0.1" : server.host)
             defer { forwarder.killAndReap() }
             try await eventually("the forwarder to listen on \(closedPort)") { () async throws -> Bool? in
-                if let code = forwarder.exitCode { throw HarnessError("the forwarder exited \(code): \(forwarder.logTail())") }
+                if let code = forwarder.exitCode {
+                    throw HarnessError("the forwarder exited \(code): \(forwarder.logTail())")
+                }
                 return forwarder.logTail().contains("forwarding") ? true : nil
             }
             let resumed = try await f.muster(["workflow", "resume", againID, "--json"])
