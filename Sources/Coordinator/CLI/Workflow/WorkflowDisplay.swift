@@ -212,17 +212,22 @@ struct WorkflowFollower {
         switch workflow.state {
         case .failed:
             let plan = workflow.rollbackPlan
+            let seed = workflow.kind == SeedPlanner.workflowKind
             lines.append("")
-            lines.append("Nothing of the standalone server's data was modified. To continue from the failed step:")
+            lines.append(
+                (seed ? "The standalone server's SQLite files and directories were only read. " : "")
+                    + "To continue from the failed step (after fixing the cause):")
             lines.append("  muster workflow resume \(id)")
-            lines.append("To return to the standalone service instead:")
+            lines.append(seed ? "To return to the standalone service instead:" : "To undo what it did instead:")
             lines.append("  muster workflow rollback \(id)")
             if plan.isEmpty {
                 lines.append("which has nothing to undo (no step changed the node yet)")
             } else {
                 lines.append("which runs:")
                 for (index, step) in plan.enumerated() { lines.append("  \(index + 1). \(step.name)") }
-                lines.append("and leaves the migrated tables and the copies on the volume for inspection.")
+                if seed {
+                    lines.append("and leaves the migrated tables and the copies on the volume for inspection.")
+                }
             }
         case .rollbackFailed:
             lines.append("")
