@@ -13,6 +13,7 @@ public enum TaskKind: String, Codable, Sendable, CaseIterable {
     case backupPostgres
     case restorePostgres
     case precheck
+    case backup
 
     /// Parses a kind name.
     /// - Throws: ``MusterError`` `.invalidInput` naming the known kinds.
