@@ -78,7 +78,8 @@ struct CheckHealthWaitTests {
         await #expect {
             _ = try await Self.run(.init(http: ["http://127.0.0.1:1/x"], timeoutMilliseconds: 200, waitSeconds: 1))
         } throws: { error in
-            guard let failure = error as? TaskFailure, let report = try? failure.details?.decode(CheckHealth.Report.self)
+            guard let failure = error as? TaskFailure,
+                let report = try? failure.details?.decode(CheckHealth.Report.self)
             else { return false }
             return (report.rounds ?? 0) >= 2 && !report.healthy
         }

@@ -173,7 +173,9 @@ public struct Backup: TaskHandler {
                 || (b >= UInt8(ascii: "0") && b <= UInt8(ascii: "9"))
         }
         guard let first = bytes.first, isAlphanumeric(first), bytes.count <= 128,
-            bytes.allSatisfy({ isAlphanumeric($0) || $0 == UInt8(ascii: ".") || $0 == UInt8(ascii: "_") || $0 == UInt8(ascii: "-") })
+            bytes.allSatisfy({
+                isAlphanumeric($0) || $0 == UInt8(ascii: ".") || $0 == UInt8(ascii: "_") || $0 == UInt8(ascii: "-")
+            })
         else {
             throw MusterError(
                 .invalidInput, "backup name '\(name)' must match ^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -223,8 +225,10 @@ public struct Backup: TaskHandler {
             } catch {
                 close(output)
                 switch error {
-                case .read(let code): throw MusterError(.io, "cannot read \(source): \(String(cString: strerror(code)))")
-                case .write(let code): throw MusterError(.io, "cannot write \(temp): \(String(cString: strerror(code)))")
+                case .read(let code):
+                    throw MusterError(.io, "cannot read \(source): \(String(cString: strerror(code)))")
+                case .write(let code):
+                    throw MusterError(.io, "cannot write \(temp): \(String(cString: strerror(code)))")
                 }
             }
             // The umask may have narrowed the mode at creation; set the source's exactly.

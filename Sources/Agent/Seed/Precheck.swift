@@ -241,7 +241,8 @@ public struct Precheck: TaskHandler {
             guard isSQLite else {
                 return Check(
                     name: name, ok: false,
-                    detail: size == 0 ? "empty file, not a SQLite database" : "not a SQLite database (no SQLite header)")
+                    detail: size == 0 ? "empty file, not a SQLite database" : "not a SQLite database (no SQLite header)"
+                )
             }
             let verdict = quickCheck(path, size: size)
             return Check(name: name, ok: verdict.ok, detail: verdict.detail)
@@ -275,7 +276,9 @@ public struct Precheck: TaskHandler {
         var entries = 0
         func text(_ bytes: [UInt8]) -> String { String(decoding: bytes, as: UTF8.self) }
         while let directory = pending.popLast() {
-            let fd = TreeWalker.withCString(directory + [0]) { open($0, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) }
+            let fd = TreeWalker.withCString(directory + [0]) {
+                open($0, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+            }
             guard fd >= 0, let stream = fdopendir(fd) else {
                 let reason = String(cString: strerror(errno))
                 if fd >= 0 { close(fd) }
@@ -393,7 +396,8 @@ public struct Precheck: TaskHandler {
         }
         do {
             let workers = max(1, ProcessInfo.processInfo.activeProcessorCount)
-            return .success(try await SourceSize.measure(root: path, excludes: ExcludeMatcher([]), workers: workers).bytes)
+            return .success(
+                try await SourceSize.measure(root: path, excludes: ExcludeMatcher([]), workers: workers).bytes)
         } catch {
             return .failure(MusterError(.io, "cannot measure \(path): \(error)"))
         }
@@ -490,7 +494,8 @@ public struct Precheck: TaskHandler {
             let plan = actions.map { "\($0.key.rawValue) \($0.value.map(\.table).joined(separator: ", "))" }
             return Check(
                 name: name, ok: true,
-                detail: "reachable; \(report.tables.count) tables" + (plan.isEmpty ? "" : ": " + plan.joined(separator: "; ")))
+                detail: "reachable; \(report.tables.count) tables"
+                    + (plan.isEmpty ? "" : ": " + plan.joined(separator: "; ")))
         } catch {
             return Check(name: name, ok: false, detail: Self.message(error))
         }

@@ -15,8 +15,10 @@ struct BackupTests {
     let sources: String
 
     init() throws {
-        let base = FileManager.default.temporaryDirectory.appendingPathComponent("muster-backup-\(UUID().uuidString.prefix(8))")
-            .path
+        let base = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "muster-backup-\(UUID().uuidString.prefix(8))"
+        )
+        .path
         state = base + "/state"
         sources = base + "/srv"
         try FileManager.default.createDirectory(atPath: state, withIntermediateDirectories: true)
@@ -56,7 +58,8 @@ struct BackupTests {
         let result = try await Backup(stateDirectory: state).run(
             spec: try JSONValue(encoding: spec), progress: TaskProgressReporter { _ in })
         let report = try result.decode(Backup.Report.self)
-        #expect((try sha256(database), try sha256(database + "-wal"), try sha256(config)) == before, "sources unchanged")
+        #expect(
+            (try sha256(database), try sha256(database + "-wal"), try sha256(config)) == before, "sources unchanged")
 
         let directory = "\(state)/backups/seed-1"
         #expect(report.directory == directory)
@@ -112,6 +115,23 @@ struct BackupTests {
         let repaired = try Backup(stateDirectory: state).apply(spec)
         #expect(repaired.items.map(\.reused) == [true, false])
         #expect(try sha256(report.items[1].backup) == before.2)
+    }
+
+    @Test func cleanlyClosedWALDatabaseIsBackedUpAndPassesThePrecheck() async throws {
+        defer { remove() }
+        let database = "\(sources)/closed.db"
+        let writer = try SQLiteFixture.open(database)
+        try SQLiteFixture.exec(
+            writer, "PRAGMA journal_mode=WAL; CREATE TABLE t (id INTEGER PRIMARY KEY); INSERT INTO t VALUES (1), (2);")
+        sqlite3_close_v2(writer)
+        #expect(!FileManager.default.fileExists(atPath: database + "-wal"), "checkpointed on close")
+        let before = try sha256(database)
+        let readable = Precheck.checkReadable(database)
+        #expect(readable.ok, "\(readable.detail)")
+        let report = try Backup(stateDirectory: state).apply(.init(name: "closed", sqlite: [database]))
+        let copy = try SQLiteDatabase(path: report.items[0].backup)
+        #expect(try copy.rows("SELECT count(*) FROM t") == [[.integer(2)]])
+        #expect(try sha256(database) == before)
     }
 
     @Test func badNamesAreRefused() throws {

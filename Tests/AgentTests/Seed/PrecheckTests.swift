@@ -16,7 +16,9 @@ struct PrecheckFixture {
 
     init() throws {
         directory =
-            FileManager.default.temporaryDirectory.appendingPathComponent("muster-precheck-\(UUID().uuidString.prefix(8))")
+            FileManager.default.temporaryDirectory.appendingPathComponent(
+                "muster-precheck-\(UUID().uuidString.prefix(8))"
+            )
             .path
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
     }
@@ -129,14 +131,17 @@ struct PrecheckTests {
         let shm = "/dev/shm"
         try #require(try MountTable.read().mount(at: shm) != nil, "needs /dev/shm mounted")
         func probes() throws -> [String] {
-            try FileManager.default.contentsOfDirectory(atPath: shm).filter { $0.hasPrefix(".muster-probe-\(getpid())") }
+            try FileManager.default.contentsOfDirectory(atPath: shm).filter {
+                $0.hasPrefix(".muster-probe-\(getpid())")
+            }
         }
         let mounted = await Precheck.checkVolume(.init(mountPath: shm, spaceFor: ["\(fixture.directory)/repos"]))
         #expect(mounted.checks.allSatisfy { $0.ok }, "\(mounted.checks)")
-        #expect(mounted.checks.map(\.name) == [
-            "volume /dev/shm is a mount point", "volume /dev/shm writable",
-            "volume /dev/shm has space for \(fixture.directory)/repos",
-        ])
+        #expect(
+            mounted.checks.map(\.name) == [
+                "volume /dev/shm is a mount point", "volume /dev/shm writable",
+                "volume /dev/shm has space for \(fixture.directory)/repos",
+            ])
         #expect(try probes().isEmpty, "probe removed")
 
         // More than the volume holds: a sparse file counts with its apparent size (as SourceSize measures).
@@ -164,7 +169,8 @@ struct PrecheckTests {
         #expect(Precheck.spaceVerdict(free: 11 * gib, sourceBytes: 10 * gib).ok)
         #expect(!Precheck.spaceVerdict(free: 11 * gib - 1, sourceBytes: 10 * gib).ok)
         let verdict = Precheck.spaceVerdict(free: 5 * gib, sourceBytes: 10 * gib)
-        #expect(verdict.detail == "not enough space: needs 11.00 GiB (10.00 GiB + 10% margin) but only 5.00 GiB is free")
+        #expect(
+            verdict.detail == "not enough space: needs 11.00 GiB (10.00 GiB + 10% margin) but only 5.00 GiB is free")
         #expect(Precheck.spaceVerdict(free: 0, sourceBytes: 0).ok)
     }
 
@@ -180,7 +186,9 @@ struct PrecheckTests {
             set: ["storage_mode": .string("postgres"), "/database/url": .string("postgres://db/app")])
         let mismatch = Precheck.checkConfig(spec)
         #expect(!mismatch.ok)
-        #expect(mismatch.detail.contains(#"storage_mode is "postgres", the profile expects "sqlite""#), "\(mismatch.detail)")
+        #expect(
+            mismatch.detail.contains(#"storage_mode is "postgres", the profile expects "sqlite""#), "\(mismatch.detail)"
+        )
         #expect(try fixture.read(path) == original)
         #expect(!FileManager.default.fileExists(atPath: path + ".pre-cluster"))
 
@@ -204,7 +212,8 @@ struct PrecheckTests {
             files: ["\(fixture.directory)/aliases/*.json", "/mnt/shared/golden-repos/*/meta.json"], rewrites: [rewrite])
         let checks = Precheck.checkRewrite(spec, volume: "/mnt/shared")
         #expect(checks.count == 2)
-        #expect(checks[0].ok && checks[0].detail == "skipped: /mnt/shared/golden-repos/*/meta.json is created by the sync")
+        #expect(
+            checks[0].ok && checks[0].detail == "skipped: /mnt/shared/golden-repos/*/meta.json is created by the sync")
         #expect(!checks[1].ok && checks[1].detail.contains(bad), "\(checks[1].detail)")
         #expect(try fixture.read(bad) == #"{"path": "/srv/app/golden-repos/b.git""#)
         #expect(try fixture.read(good) == #"{"path": "/srv/app/golden-repos/a.git"}"#)
@@ -264,7 +273,8 @@ struct PrecheckTests {
         let present = try fixture.write("data/present", "x")
         let spec = Precheck.Spec(
             readable: [present],
-            volume: .init(mountPath: fixture.directory, requireMountPoint: false, spaceFor: ["\(fixture.directory)/data"]))
+            volume: .init(
+                mountPath: fixture.directory, requireMountPoint: false, spaceFor: ["\(fixture.directory)/data"]))
         let result = try await PrecheckFixture.noSystemd.run(
             spec: try JSONValue(encoding: spec), progress: TaskProgressReporter { _ in })
         let report = try result.decode(Precheck.Report.self)
@@ -283,7 +293,8 @@ struct PrecheckTests {
         } throws: { ($0 as? TaskFailure)?.code == MusterError.Code.invalidInput.wireName }
         await #expect {
             _ = try await PrecheckFixture.noSystemd.run(
-                spec: .object(["readable": .array([.string("relative/path")])]), progress: TaskProgressReporter { _ in })
+                spec: .object(["readable": .array([.string("relative/path")])]), progress: TaskProgressReporter { _ in }
+            )
         } throws: { ($0 as? MusterError)?.code == .invalidInput }
         await #expect {
             _ = try await PrecheckFixture.noSystemd.run(
