@@ -167,10 +167,11 @@ public struct Precheck: TaskHandler {
             sourceBytes = bytes
         }
         if let config = spec.config {
-            await add(Self.checkConfig(config))
+            await add(await Self.offPool { Self.checkConfig(config) })
         }
         for rewrite in spec.rewrites ?? [] {
-            for check in Self.checkRewrite(rewrite, volume: spec.volume?.mountPath) { await add(check) }
+            let volume = spec.volume?.mountPath
+            for check in await Self.offPool({ Self.checkRewrite(rewrite, volume: volume) }) { await add(check) }
         }
         for migration in migrations {
             await add(await checkMigration(migration))
