@@ -1,5 +1,6 @@
 import Foundation
 import GRDBSQLite
+import Logging
 import Shared
 import Testing
 
@@ -132,6 +133,15 @@ struct BackupTests {
         let copy = try SQLiteDatabase(path: report.items[0].backup)
         #expect(try copy.rows("SELECT count(*) FROM t") == [[.integer(2)]])
         #expect(try sha256(database) == before)
+    }
+
+    @Test func theAgentRegistersPrecheckAndBackupWithItsStateDirectory() throws {
+        defer { remove() }
+        let runner = try AgentServices.makeTaskRunner(
+            configuration: AgentConfiguration(stateDirectory: state), logger: Logger(label: "test"))
+        #expect(runner.handlers[.precheck] is Precheck)
+        let backup = try #require(runner.handlers[.backup] as? Backup)
+        #expect(backup.stateDirectory == state)
     }
 
     @Test func badNamesAreRefused() throws {
