@@ -185,6 +185,20 @@ struct WorkflowStoreTests {
         }
     }
 
+    @Test func aWorkflowThatFailedBeforeChangingAnythingIsReplacedByANewProfile() async throws {
+        try await Self.with { f in
+            let (created, _) = try await Self.start(f)
+            _ = try await f.advance(created.id)
+            let failed = try await f.step(created.id, ok: false)  // the precheck
+            #expect(failed.state == .failed && failed.rollbackPlan.isEmpty)
+            var other = Self.exampleProfile
+            other.service.healthTimeoutSeconds = 5
+            let (fresh, outcome) = try await Self.start(f, profile: other)
+            #expect(outcome == .created && fresh.id != created.id)
+            #expect(try await f.store.show(id: created.id).state == .rolledBack)
+        }
+    }
+
     @Test func concurrentRunnersNeverCreateAStepTwice() async throws {
         try await Self.with { f in
             let (created, _) = try await Self.start(f)
