@@ -88,6 +88,9 @@ public enum AgentServices {
                 .controlUnit: ControlUnit(
                     connect: { try await SystemdManager.connect(configuration.modules.systemd) },
                     log: .journal(directory: nil)),
+                .precheck: Precheck(
+                    connect: { try await SystemdManager.connect(configuration.modules.systemd) }, logger: taskLogger),
+                .backup: Backup(stateDirectory: configuration.stateDirectory),
                 .mountVolume: MountVolume(volumes: volumes),
                 .unmountVolume: UnmountVolume(volumes: volumes),
                 .syncTree: SyncTree(

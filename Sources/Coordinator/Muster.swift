@@ -10,7 +10,7 @@ struct Muster: AsyncParsableCommand {
         commandName: "muster", abstract: "Muster coordinator and admin CLI.", version: MusterVersion.current,
         subcommands: [
                 Serve.self, Token.self, Nodes.self, Tasks.self, Module.self, Volume.self, Sync.self, SeedCluster.self,
-                Workflow.self,
+                Workflow.self, Cluster.self,
             ])
 
     static func main() async {

@@ -52,6 +52,17 @@ struct TaskStateMachineTests {
         #expect(m.attempts == 3)
     }
 
+    @Test func aFailureAnotherAttemptCannotChangeFailsAtOnce() {
+        var m = TaskStateMachine(maxAttempts: 3, policy: policy)
+        _ = m.assign(owner: "c/1", now: at(0))
+        let verification = TaskFailure(code: .verificationFailed, message: "2 of 5 prechecks failed")
+        #expect(!TaskRetryPolicy.isRetryable(verification))
+        #expect(TaskRetryPolicy.isRetryable(TaskFailure(code: .io, message: "disk full")))
+        #expect(TaskRetryPolicy.isRetryable(nil))
+        #expect(m.result(.failed, attempt: 1, retryable: false, now: at(1)) == .finish(.failed))
+        #expect(m.state == .failed && m.attempts == 1)
+    }
+
     @Test func backoffIsCapped() {
         #expect(policy.backoff(afterAttempt: 1) == .seconds(2))
         #expect(policy.backoff(afterAttempt: 2) == .seconds(4))

@@ -144,7 +144,12 @@ extension SQLiteDatabase {
     /// Copies in steps of 1024 pages; when a writer holds a lock it retries for up to `timeout`, so a running
     /// service only ever waits for one step. The corresponding C functions are `sqlite3_backup_init`,
     /// `sqlite3_backup_step` and `sqlite3_backup_finish`.
-    static func backup(source: String, destination: String, timeout: Duration = .seconds(60)) throws(MusterError) {
+    ///
+    /// - Parameter standalone: switch the copy to rollback-journal mode afterwards (`PRAGMA journal_mode=DELETE`),
+    ///   so a copy of a WAL database is one self-contained file that needs no `-wal`/`-shm` beside it.
+    static func backup(
+        source: String, destination: String, timeout: Duration = .seconds(60), standalone: Bool = false
+    ) throws(MusterError) {
         let src = try SQLiteDatabase(path: source)
         var dst: OpaquePointer?
         let rc = sqlite3_open_v2(destination, &dst, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, nil)
@@ -171,6 +176,15 @@ extension SQLiteDatabase {
         sqlite3_backup_finish(backup)
         if result != SQLITE_DONE {
             throw error(code: result, message: String(cString: sqlite3_errstr(result)), path: source)
+        }
+        if standalone {
+            let rc = sqlite3_exec(dst, "PRAGMA journal_mode=DELETE", nil, nil, nil)
+            guard rc == SQLITE_OK else {
+                throw MusterError(
+                    .io,
+                    "cannot switch the copy \(destination) to rollback-journal mode: "
+                        + String(cString: sqlite3_errmsg(dst)))
+            }
         }
     }
 }

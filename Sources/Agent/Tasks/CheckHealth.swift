@@ -7,8 +7,12 @@ import Shared
 /// ports that must accept a connection, and paths that must exist. Read-only, so running it twice is harmless.
 ///
 /// Spec (every field optional): `{"http": ["http://127.0.0.1:8080/healthz"], "tcp": ["127.0.0.1:5432"],
-/// "paths": ["/var/lib/muster"], "timeoutMilliseconds": 2000}`. The task fails (code `VERIFICATION_FAILED`,
-/// the full result in the error's details) when any probe fails.
+/// "paths": ["/var/lib/muster"], "timeoutMilliseconds": 2000, "waitSeconds": 60}`. The task fails (code
+/// `VERIFICATION_FAILED`, the full result in the error's details) when any probe fails.
+///
+/// With `waitSeconds` (0…3600) every probe runs again about every 500 ms until all pass or the time is up (a
+/// service that is still starting); the result or failure is that of the last round and the report says how many
+/// rounds ran (`rounds`). Without it the probes run once.
 public struct CheckHealth: TaskHandler {
     public struct Spec: Codable, Sendable, Equatable {
         public var http: [String]?
@@ -17,16 +21,19 @@ public struct CheckHealth: TaskHandler {
         /// HTTP requests with an expected status and JSON values (the seed profile's checks).
         public var requests: [Request]?
         public var timeoutMilliseconds: Int?
+        /// Retry every probe until all pass or this many seconds have passed (0…3600).
+        public var waitSeconds: Int?
 
         public init(
             http: [String]? = nil, tcp: [String]? = nil, paths: [String]? = nil, requests: [Request]? = nil,
-            timeoutMilliseconds: Int? = nil
+            timeoutMilliseconds: Int? = nil, waitSeconds: Int? = nil
         ) {
             self.http = http
             self.tcp = tcp
             self.paths = paths
             self.requests = requests
             self.timeoutMilliseconds = timeoutMilliseconds
+            self.waitSeconds = waitSeconds
         }
     }
 
@@ -49,7 +56,12 @@ public struct CheckHealth: TaskHandler {
         public var healthy: Bool
         public var report: HealthReport
         public var checks: [Check]
+        /// How many times the probes ran (set only with ``Spec/waitSeconds``).
+        public var rounds: Int?
     }
+
+    /// Pause between two rounds of probes while waiting.
+    static let retryInterval = Duration.milliseconds(500)
 
     let collector: HealthCollector
 
@@ -65,9 +77,40 @@ public struct CheckHealth: TaskHandler {
             throw TaskFailure(
                 code: .invalidInput,
                 message: "the checkHealth spec must look like {\"http\": [URL], \"tcp\": [\"HOST:PORT\"], "
-                    + "\"paths\": [PATH], \"timeoutMilliseconds\": N}: \(error)")
+                    + "\"paths\": [PATH], \"timeoutMilliseconds\": N, \"waitSeconds\": N}: \(error)")
+        }
+        if let wait = checks.waitSeconds, !(0...3600).contains(wait) {
+            throw TaskFailure(code: .invalidInput, message: "waitSeconds must be 0…3600, not \(wait)")
         }
         let timeout = Duration.milliseconds(min(max(checks.timeoutMilliseconds ?? 3000, 10), 60000))
+        let clock = ContinuousClock()
+        let deadline = clock.now.advanced(by: .seconds(checks.waitSeconds ?? 0))
+        var rounds = 0
+        var outcomes: [Check]
+        while true {
+            rounds += 1
+            outcomes = await Self.round(checks, timeout: timeout, progress: progress)
+            guard checks.waitSeconds != nil, outcomes.contains(where: { !$0.ok }), clock.now < deadline else { break }
+            try await Task.sleep(for: max(.zero, min(Self.retryInterval, deadline - clock.now)))
+        }
+        let failed = outcomes.filter { !$0.ok }
+        let report = Report(
+            healthy: failed.isEmpty, report: await collector.report(), checks: outcomes,
+            rounds: checks.waitSeconds == nil ? nil : rounds)
+        let value = try JSONValue(encoding: report)
+        guard failed.isEmpty else {
+            let waited = checks.waitSeconds.map { " (after \(rounds) rounds in \($0) s)" } ?? ""
+            throw TaskFailure(
+                code: .verificationFailed,
+                message: "\(failed.count) of \(outcomes.count) health checks failed\(waited): "
+                    + failed.map { "\($0.target): \($0.detail)" }.joined(separator: "; "),
+                details: value)
+        }
+        return value
+    }
+
+    /// Runs every probe of `checks` once.
+    static func round(_ checks: Spec, timeout: Duration, progress: TaskProgressReporter) async -> [Check] {
         var outcomes: [Check] = []
         let total =
             (checks.http?.count ?? 0) + (checks.tcp?.count ?? 0) + (checks.paths?.count ?? 0)
@@ -87,17 +130,7 @@ public struct CheckHealth: TaskHandler {
             outcomes.append(await Self.checkRequest(request, timeout: timeout))
             await progress(.object(["done": .number(Double(outcomes.count)), "total": .number(Double(total))]))
         }
-        let failed = outcomes.filter { !$0.ok }
-        let report = Report(healthy: failed.isEmpty, report: await collector.report(), checks: outcomes)
-        let value = try JSONValue(encoding: report)
-        guard failed.isEmpty else {
-            throw TaskFailure(
-                code: .verificationFailed,
-                message: "\(failed.count) of \(outcomes.count) health checks failed: "
-                    + failed.map { "\($0.target): \($0.detail)" }.joined(separator: "; "),
-                details: value)
-        }
-        return value
+        return outcomes
     }
 
     // MARK: - Probes

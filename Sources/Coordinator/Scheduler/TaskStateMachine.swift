@@ -3,6 +3,17 @@ import Shared
 
 /// How long a delivered task may go without its session before it is retried, and how retries back off.
 public struct TaskRetryPolicy: Sendable, Equatable {
+    /// Failures another attempt cannot change: the task fails at once instead of retrying after a backoff.
+    public static let finalCodes: Set<String> = Set(
+        ([.usage, .invalidInput, .notFound, .conflict, .forbidden, .verificationFailed, .unitNotFound, .unitFailed,
+          .sourceCorrupt, .digestMismatch, .cancelled] as [MusterError.Code]).map(\.wireName))
+
+    /// Whether a failure with this error code is worth another attempt.
+    public static func isRetryable(_ failure: TaskFailure?) -> Bool {
+        guard let failure else { return true }
+        return !finalCodes.contains(failure.code)
+    }
+
     /// How long an assignment holds without being renewed by the session that carries it.
     public var leaseDuration: Duration
     /// Delay before the second attempt; doubled for every further one.
@@ -126,8 +137,9 @@ public struct TaskStateMachine: Sendable, Equatable {
     ///
     /// Success from any attempt finishes the task (kinds are idempotent, the work is done). A failure of an
     /// earlier attempt than the current one is stale; a failure of the current one retries while attempts
-    /// are left.
-    public mutating func result(_ outcome: TaskOutcome, attempt: Int, now: Date) -> Action {
+    /// are left — unless the failure is one that another attempt cannot change (`retryable: false`: a bad spec, a
+    /// failed verification or precheck, a unit that does not start), which fails the task at once.
+    public mutating func result(_ outcome: TaskOutcome, attempt: Int, retryable: Bool = true, now: Date) -> Action {
         if state.isFinal { return .duplicateResult }
         switch outcome {
         case .succeeded:
@@ -135,6 +147,10 @@ public struct TaskStateMachine: Sendable, Equatable {
             return .finish(.succeeded)
         case .failed:
             guard attempt >= attempts else { return .stale }
+            guard retryable else {
+                finish(.failed)
+                return .finish(.failed)
+            }
             return retryOrFail(now: now, finalState: .failed)
         }
     }

@@ -285,7 +285,8 @@ public struct TaskStore: Sendable {
     @discardableResult
     public func result(_ result: TaskResult, nodeID: UUID, now: Date) async throws -> TaskStateMachine.Action {
         try await transition("record a task result", taskID: result.taskID, nodeID: nodeID, now: now) { machine in
-            let action = machine.result(result.outcome, attempt: result.attempt, now: now)
+            let action = machine.result(
+                result.outcome, attempt: result.attempt, retryable: TaskRetryPolicy.isRetryable(result.error), now: now)
             switch action {
             case .finish, .retry:
                 return (action, Columns(result: result.result, error: result.error))

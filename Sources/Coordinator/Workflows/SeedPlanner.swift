@@ -208,12 +208,18 @@ public enum SeedPlanner {
                 name: "start \(unit)", kind: .controlUnit,
                 spec: .object(["unit": .string(unit), "action": .string("restart")]), maxAttempts: 2,
                 undo: [stopAgain]))
-        steps.append(
-            WorkflowStep(
-                name: "wait until \(unit) is healthy", kind: .checkHealth, spec: withWait(health, seconds: healthWait),
-                maxAttempts: 1))
+        steps.append(contentsOf: verificationSteps(profile: profile, unit: unit))
+        return steps
+    }
+
+    /// Health within the profile's timeout, then the profile's checks; the last closes the maintenance window.
+    static func verificationSteps(profile: SeedProfile, unit: String) -> [WorkflowStep] {
+        let health: JSONValue = .object(["http": .array([.string(profile.service.healthURL)])])
         let checks = profile.checks ?? []
-        steps.append(
+        return [
+            WorkflowStep(
+                name: "wait until \(unit) is healthy", kind: .checkHealth,
+                spec: withWait(health, seconds: profile.service.healthTimeoutSeconds ?? 60), maxAttempts: 1),
             WorkflowStep(
                 name: "verify (\(checks.count) checks)", kind: .checkHealth,
                 spec: withWait(
@@ -227,8 +233,8 @@ public enum SeedPlanner {
                                 if let json = check.json { request["json"] = .object(json) }
                                 return .object(request)
                             })
-                    ]), seconds: 10), maxAttempts: 1, window: .closes))
-        return steps
+                    ]), seconds: 10), maxAttempts: 1, window: .closes),
+        ]
     }
 
     private static func withWait(_ spec: JSONValue, seconds: Int) -> JSONValue {

@@ -66,6 +66,16 @@ public struct WorkflowStore: Sendable {
                     throw MusterError(
                         .conflict, "the node was already set up by workflow \(id) (\(kind)) with a different profile",
                         hint: "roll that one back first (`muster workflow rollback \(id)`), then run again")
+                case (.failed, false) where latest.rollbackPlan.isEmpty:
+                    // It failed before changing anything (e.g. at the prechecks): nothing to undo, so a new
+                    // request with another profile replaces it.
+                    var superseded = latest
+                    superseded.state = .rolledBack
+                    superseded.updatedAt = now
+                    try await Self.write(superseded, on: connection, logger: logger)
+                    try await AuditLog.record(
+                        on: connection, actor: actor, action: "workflow.supersede", target: id, details: ["kind": kind],
+                        logger: logger)
                 case (.failed, false), (.rollbackFailed, _):
                     throw MusterError(
                         .conflict, "workflow \(id) (\(kind)) \(latest.state == .failed ? "failed" : "failed to roll back") "

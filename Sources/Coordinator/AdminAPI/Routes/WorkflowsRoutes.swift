@@ -38,6 +38,55 @@ struct WorkflowsRoutes {
                     outcome: outcome.rawValue, workflow: workflow, plan: workflow.steps, rollback: fullRollback),
                 status: outcome == .created ? .created : .ok)
         }
+        group.post("cluster/apply") { request, context -> Response in
+            let input = try await VolumesRoutes.decode(
+                ClusterApplyPlanner.Request.self, request, example: #"{"node": "<node id>"}"#)
+            let nodeID = try TasksRoutes.uuid(input.node, what: "node")
+            _ = try await dependencies.nodes.show(id: nodeID)
+            let seed = try await seedWorkflow(input.seed)
+            let profile = try seed.spec.decode(SeedPlanner.Request.self).profile
+            let seedID = seed.id.uuidString.lowercased()
+            var volume: VolumeSpec?
+            if let name = profile.volume?.name {
+                do {
+                    volume = try await dependencies.volumes.show(name: name).spec
+                } catch let error as MusterError where error.code == .notFound {
+                    throw MusterError(
+                        .conflict, "the seed profile's volume '\(name)' is not registered with this coordinator",
+                        hint: "register it once: `muster volume create \(name) --type nfs4 --server HOST --source EXPORT "
+                            + "--mount \(profile.volume?.mountPath ?? "PATH")`")
+                }
+            }
+            var module: AttachModuleSpec?
+            if let reference = profile.module {
+                guard let modules = dependencies.modules else {
+                    throw MusterError(.notFound, "this coordinator does not serve modules")
+                }
+                let parts = reference.split(separator: "@", maxSplits: 1).map(String.init)
+                let record = try await modules.store.find(name: parts[0], version: parts.count > 1 ? parts[1] : nil)
+                module = AttachModuleSpec(name: record.name, version: record.version, imageDigest: record.imageDigest)
+            }
+            let steps = try ClusterApplyPlanner.plan(profile: profile, volume: volume, module: module)
+            let fullRollback = WorkflowRecord.compensations(
+                of: steps.map { step in
+                    var started = step
+                    started.epoch = 1
+                    return started
+                })
+            if input.dryRun == true {
+                return try .json(SeedPlanner.Response(outcome: "dry-run", workflow: nil, plan: steps, rollback: fullRollback))
+            }
+            let (workflow, outcome) = try await dependencies.workflows.start(
+                kind: ClusterApplyPlanner.workflowKind, nodeID: nodeID,
+                fingerprint: try ClusterApplyPlanner.fingerprint(nodeID: nodeID, seed: seed.id, steps: steps),
+                spec: .object(["seed": .string(seedID), "node": .string(input.node.lowercased())]), steps: steps,
+                now: dependencies.now(), actor: context.actor ?? "unknown")
+            dependencies.wakeWorkflows()
+            return try .json(
+                SeedPlanner.Response(
+                    outcome: outcome.rawValue, workflow: workflow, plan: workflow.steps, rollback: fullRollback),
+                status: outcome == .created ? .created : .ok)
+        }
         group.get("workflows") { request, _ -> Response in
             let node = try request.uri.queryParameters.get("node").map { try TasksRoutes.uuid($0, what: "node") }
             return try .json(try await dependencies.workflows.list(nodeID: node))
@@ -60,5 +109,28 @@ struct WorkflowsRoutes {
             dependencies.wakeWorkflows()
             return try .json(workflow)
         }
+    }
+
+    /// The seed-cluster workflow a `cluster apply` copies: the one named, or the newest that succeeded.
+    private func seedWorkflow(_ id: String?) async throws -> WorkflowRecord {
+        if let id {
+            let workflow = try await dependencies.workflows.show(id: try TasksRoutes.uuid(id, what: "workflow"))
+            guard workflow.kind == SeedPlanner.workflowKind, workflow.state == .succeeded else {
+                throw MusterError(
+                    .conflict, "workflow \(id) is a \(workflow.kind) workflow that is \(workflow.state.rawValue); "
+                        + "cluster apply needs a seed-cluster that succeeded")
+            }
+            return workflow
+        }
+        guard
+            let seed = try await dependencies.workflows.list().first(where: {
+                $0.kind == SeedPlanner.workflowKind && $0.state == .succeeded
+            })
+        else {
+            throw MusterError(
+                .conflict, "no seed-cluster workflow has succeeded yet: there is no cluster to apply",
+                hint: "run `muster seed-cluster --node STANDALONE --profile seed.yaml` first")
+        }
+        return seed
     }
 }

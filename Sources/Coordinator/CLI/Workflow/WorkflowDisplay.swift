@@ -115,8 +115,23 @@ struct WorkflowFollower {
         var line = "\(rollback ? "rollback " : "")[\(number)/\(count)] \(step.name)  \(mark)"
         if let seconds = step.seconds { line += String(format: "  %.2f s", seconds) }
         if let summary = summary(step) { line += "  (\(summary))" }
-        if let error = step.error { line += "\n        \(error.code): \(error.message)" }
+        if let error = step.error { line += "\n" + failureLines(error).map { "        " + $0 }.joined(separator: "\n") }
         return line
+    }
+
+    /// A failure as lines: a precheck or verification lists each failed check on its own line.
+    static func failureLines(_ error: TaskFailure) -> [String] {
+        guard case .array(let checks)? = error.details?["checks"] else { return ["\(error.code): \(error.message)"] }
+        let failed = checks.filter { $0["ok"] == .bool(false) }
+        guard !failed.isEmpty else { return ["\(error.code): \(error.message)"] }
+        var lines = ["\(error.code): \(failed.count) of \(checks.count) checks failed:"]
+        for check in failed {
+            let name: String =
+                if case .string(let n)? = check["name"] { n } else if case .string(let t)? = check["target"] { t } else { "?" }
+            let detail: String = if case .string(let d)? = check["detail"] { d } else { "" }
+            lines.append("  ✗ \(name): \(detail)")
+        }
+        return lines
     }
 
     /// A short account of a finished step's result.
@@ -184,7 +199,12 @@ struct WorkflowFollower {
         case .succeeded:
             lines.append("\(workflow.kind) \(id): succeeded")
         case .failed:
-            lines.append("\(workflow.kind) \(id): FAILED — \(workflow.error?.message ?? "a step failed")")
+            let failed = workflow.steps.firstIndex { $0.state == .failed }
+            lines.append(
+                "\(workflow.kind) \(id): FAILED at step \(failed.map { "\($0 + 1) (\(workflow.steps[$0].name))" } ?? "?")")
+            if let error = failed.flatMap({ workflow.steps[$0].error }) {
+                lines.append(contentsOf: failureLines(error).map { "  " + $0 })
+            }
         case .rolledBack:
             lines.append("\(workflow.kind) \(id): rolled back — the standalone service is back as it was")
         case .rollbackFailed:
@@ -212,17 +232,22 @@ struct WorkflowFollower {
         switch workflow.state {
         case .failed:
             let plan = workflow.rollbackPlan
+            let seed = workflow.kind == SeedPlanner.workflowKind
             lines.append("")
-            lines.append("Nothing of the standalone server's data was modified. To continue from the failed step:")
+            lines.append(
+                (seed ? "The standalone server's SQLite files and directories were only read. " : "")
+                    + "To continue from the failed step (after fixing the cause):")
             lines.append("  muster workflow resume \(id)")
-            lines.append("To return to the standalone service instead:")
+            lines.append(seed ? "To return to the standalone service instead:" : "To undo what it did instead:")
             lines.append("  muster workflow rollback \(id)")
             if plan.isEmpty {
                 lines.append("which has nothing to undo (no step changed the node yet)")
             } else {
                 lines.append("which runs:")
                 for (index, step) in plan.enumerated() { lines.append("  \(index + 1). \(step.name)") }
-                lines.append("and leaves the migrated tables and the copies on the volume for inspection.")
+                if seed {
+                    lines.append("and leaves the migrated tables and the copies on the volume for inspection.")
+                }
             }
         case .rollbackFailed:
             lines.append("")

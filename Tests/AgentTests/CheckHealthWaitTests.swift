@@ -1,0 +1,94 @@
+import Foundation
+import NIOCore
+import NIOPosix
+import Shared
+import Testing
+
+@testable import Agent
+
+/// `checkHealth` with `waitSeconds`: probes are retried until they pass, against a real HTTP server on loopback that
+/// only becomes healthy after about a second.
+@Suite("checkHealth: waitSeconds retries until the probes pass")
+struct CheckHealthWaitTests {
+    /// Answers 503 until `healthyAfter` has passed since the server started, then 200.
+    static func withSlowServer(
+        healthyAfter: Duration, _ body: @Sendable (Int) async throws -> Void
+    ) async throws {
+        let server = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .bind(host: "127.0.0.1", port: 0) { child in
+                child.eventLoop.makeCompletedFuture {
+                    try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: child)
+                }
+            }
+        let port = server.channel.localAddress?.port ?? 0
+        let healthyAt = ContinuousClock.now.advanced(by: healthyAfter)
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask {
+                try await serveConnections(of: server) { connection in
+                    try? await connection.executeThenClose { inbound, outbound in
+                        var request = ""
+                        for try await chunk in inbound {
+                            request += String(buffer: chunk)
+                            if request.contains("\r\n\r\n") { break }
+                        }
+                        let status = ContinuousClock.now < healthyAt ? "503 Service Unavailable" : "200 OK"
+                        try await outbound.write(ByteBuffer(string: "HTTP/1.0 \(status)\r\n\r\nok"))
+                    }
+                }
+            }
+            defer { group.cancelAll() }
+            try await body(port)
+        }
+    }
+
+    static func run(_ spec: CheckHealth.Spec) async throws -> JSONValue {
+        let state = FileManager.default.temporaryDirectory.appendingPathComponent("muster-wait-\(UUID())").path
+        return try await CheckHealth(collector: HealthCollector(stateDirectory: state)).run(
+            spec: try JSONValue(encoding: spec), progress: TaskProgressReporter { _ in })
+    }
+
+    @Test func waitSecondsRetriesUntilHealthy() async throws {
+        try await Self.withSlowServer(healthyAfter: .seconds(1)) { port in
+            let value = try await Self.run(
+                .init(http: ["http://127.0.0.1:\(port)/healthz"], timeoutMilliseconds: 2000, waitSeconds: 10))
+            let report = try value.decode(CheckHealth.Report.self)
+            #expect(report.healthy)
+            #expect((report.rounds ?? 0) > 1, "rounds: \(String(describing: report.rounds))")
+            #expect(report.checks.map(\.detail) == ["HTTP 200"])
+        }
+    }
+
+    @Test func withoutWaitSecondsOneRoundFails() async throws {
+        try await Self.withSlowServer(healthyAfter: .seconds(1)) { port in
+            await #expect {
+                _ = try await Self.run(.init(http: ["http://127.0.0.1:\(port)/healthz"], timeoutMilliseconds: 2000))
+            } throws: { error in
+                guard let failure = error as? TaskFailure, failure.code == MusterError.Code.verificationFailed.wireName,
+                    let report = try? failure.details?.decode(CheckHealth.Report.self)
+                else { return false }
+                return report.rounds == nil && report.checks.map(\.detail) == ["HTTP 503"]
+            }
+        }
+    }
+
+    @Test func waitSecondsEndsWithTheLastRoundsFailure() async throws {
+        let clock = ContinuousClock()
+        let started = clock.now
+        await #expect {
+            _ = try await Self.run(.init(http: ["http://127.0.0.1:1/x"], timeoutMilliseconds: 200, waitSeconds: 1))
+        } throws: { error in
+            guard let failure = error as? TaskFailure,
+                let report = try? failure.details?.decode(CheckHealth.Report.self)
+            else { return false }
+            return (report.rounds ?? 0) >= 2 && !report.healthy
+        }
+        #expect(clock.now - started < .seconds(5))
+    }
+
+    @Test func waitSecondsOutOfRangeIsInvalidInput() async throws {
+        await #expect {
+            _ = try await Self.run(.init(paths: ["/"], waitSeconds: 3601))
+        } throws: { ($0 as? TaskFailure)?.code == MusterError.Code.invalidInput.wireName }
+    }
+}
