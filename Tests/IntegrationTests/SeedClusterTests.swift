@@ -32,6 +32,8 @@ struct SeedClusterTests {
         let node: SystemNode
         let coordinator: CoordinatorProcess
         let agent: AgentProcess
+        /// Processes a test starts itself (a restarted agent or coordinator, a forwarder): killed by PID at the end.
+        let processes: ProcessList
         let nodeID: String
         /// The seed's target database (`seed_<random>`).
         let target: (name: String, url: String)
@@ -259,6 +261,8 @@ struct SeedClusterTests {
                 environment: ["DBUS_SYSTEM_BUS_ADDRESS": node.busAddressString],
                 extraArguments: ["--systemd", "system", "--unit-dir", node.unitDirectory])
             cleanups.append { await agent.process.stop() }
+            let processes = ProcessList()
+            cleanups.append { processes.killAll() }
             let nodeID = try await eventually("the agent to finish its join") { () async throws -> String? in
                 if let code = agent.process.exitCode {
                     throw HarnessError("the agent exited with \(code):\n\(agent.process.logTail())")
@@ -268,7 +272,8 @@ struct SeedClusterTests {
             try await coordinator.waitForNode(nodeID, state: "ready")
 
             fixture = Fixture(
-                scratch: scratch, node: node, coordinator: coordinator, agent: agent, nodeID: nodeID, target: target,
+                scratch: scratch, node: node, coordinator: coordinator, agent: agent, processes: processes,
+                nodeID: nodeID, target: target,
                 unit: unit, port: port, tables: counts, searchCount: searchCount)
             try await body(fixture!)
         } catch {
@@ -530,15 +535,8 @@ struct SeedClusterTests {
             #expect(again.status == 1, "\(again.stdout.suffix(3000))\n\(again.stderr.suffix(2000))\n\(f.diagnostics())")
             let againID = try #require(Self.workflowID(Self.summary(again.stdout)), "\(again.stdout.suffix(2000))")
             #expect(againID != id)
-            let forwarder = try Self.startForwarder(
-                f, from: closedPort, to: server.port, host: server.host == "localhost" ? "127.0.0.1" : server.host)
-            defer { forwarder.killAndReap() }
-            try await eventually("the forwarder to listen on \(closedPort)") { () async throws -> Bool? in
-                if let code = forwarder.exitCode {
-                    throw HarnessError("the forwarder exited \(code): \(forwarder.logTail())")
-                }
-                return forwarder.logTail().contains("forwarding") ? true : nil
-            }
+            let forwarder = try await Self.startForwarder(f, from: closedPort, to: server.port, host: server.host)
+            f.processes.add(forwarder)
             let resumed = try await f.muster(["workflow", "resume", againID, "--json"])
             #expect(
                 resumed.status == 0,
@@ -552,9 +550,157 @@ struct SeedClusterTests {
         }
     }
 
+    @Test(
+        "bad input: an invalid JSON pointer (exit 2, no workflow), a missing SQLite file (exit 3), an alias file that is not JSON (exit 1 at the rewrite, untouched); each rolled back"
+    )
+    func badInput() async throws {
+        try await Self.withFixture { f in
+            let originalConfig = try #require(FileManager.default.contents(atPath: f.configPath))
+            let sqliteTree = Self.tree("\(f.app)/db")
+
+            // A profile with an invalid JSON pointer: refused before anything is planned.
+            let badPointer = f.profile().replacingOccurrences(
+                of: "fields: [/path, /snapshots/*/path]", with: "fields: [path, /snapshots/*/path]")
+            let pointer = try await f.seed(try f.writeProfile(badPointer, name: "bad-pointer"))
+            #expect(pointer.status == 2, "\(pointer.stdout.suffix(2000))\n\(pointer.stderr.suffix(2000))")
+            #expect(pointer.stderr.contains("rewrites[0].fields[0]"), "\(pointer.stderr)")
+            let listed = try await f.muster(["workflow", "ls", "--json"])
+            let workflows = (try? JSONSerialization.jsonObject(with: Data(listed.stdout.utf8))) as? [Any]
+            #expect(
+                listed.status == 0 && workflows?.isEmpty == true,
+                "a workflow was created: \(listed.stdout.prefix(2000))")
+
+            // A profile naming a SQLite file that is not there: the precheck refuses it.
+            let missing = f.profile().replacingOccurrences(
+                of: "- path: \(f.database)", with: "- path: \(f.app)/db/missing.db")
+            let refused = try await f.seed(try f.writeProfile(missing, name: "missing-db"))
+            #expect(
+                refused.status == 3,
+                "seed-cluster exited \(refused.status)\n\(refused.stdout.suffix(3000))\n\(refused.stderr.suffix(2000))\n\(f.diagnostics())"
+            )
+            let refusedSummary = Self.summary(refused.stdout)
+            let refusedSteps = (refusedSummary?["workflow"] as? [String: Any])?["steps"] as? [[String: Any]] ?? []
+            let refusal = ((refusedSteps.first?["error"] as? [String: Any])?["message"] as? String) ?? ""
+            #expect(refusal.contains("missing.db"), "\(refusal)")
+            let refusedID = try #require(Self.workflowID(refusedSummary), "\(refused.stdout.suffix(2000))")
+            // Nothing to undo, but the rollback closes the workflow so another profile may run on the node.
+            let closed = try await f.muster(["workflow", "rollback", refusedID, "--json"])
+            #expect(closed.status == 0, "\(closed.stdout.suffix(2000))\n\(closed.stderr.suffix(2000))")
+            #expect(Self.workflowState(Self.summary(closed.stdout)) == "rolled-back", "\(closed.stdout.suffix(2000))")
+
+            // An alias file that is not valid JSON: copied to the volume, then the rewrite refuses it with no file
+            // changed; the rollback brings the standalone service back.
+            try #"{"path": "\#(f.app)/golden-repos/broken.git", "snapshots": ["#.write(
+                toFile: "\(f.app)/aliases/broken.json", atomically: true, encoding: .utf8)
+            let appTree = Self.tree(f.app)
+            let run = try await f.seed(try f.writeProfile(f.profile(), name: "seed"))
+            #expect(
+                run.status == 1,
+                "seed-cluster exited \(run.status)\n\(run.stdout.suffix(3000))\n\(run.stderr.suffix(2000))\n\(f.diagnostics())"
+            )
+            let summary = Self.summary(run.stdout)
+            let steps = (summary?["workflow"] as? [String: Any])?["steps"] as? [[String: Any]] ?? []
+            let failed = steps.first { $0["state"] as? String == "failed" }
+            #expect(failed?["name"] as? String == "rewrite paths", "\(run.stdout.suffix(3000))")
+            let failure = ((failed?["error"] as? [String: Any])?["message"] as? String) ?? ""
+            #expect(failure.contains("broken.json"), "\(failure)")
+            // The copies on the volume are untouched: byte-identical to the sources, no backups.
+            let copies = Self.tree("\(f.shared)/repo-service/aliases")
+            let sources = Self.tree("\(f.app)/aliases")
+            #expect(!copies.isEmpty && copies == sources, "\(Self.differences(sources, copies))")
+            #expect(FileManager.default.contents(atPath: f.configPath) == originalConfig)
+            let id = try #require(Self.workflowID(summary), "\(run.stdout.suffix(2000))")
+            let rollback = try await f.muster(["workflow", "rollback", id, "--json"])
+            #expect(
+                rollback.status == 0,
+                "rollback exited \(rollback.status)\n\(rollback.stdout.suffix(3000))\n\(rollback.stderr.suffix(2000))\n\(f.diagnostics())"
+            )
+            try await Self.expectStandaloneIntact(
+                f, config: originalConfig, sqliteTree: sqliteTree, appTree: appTree, "after a refused rewrite")
+        }
+    }
+
+    @Test(
+        "the coordinator restarted and the agent killed during a step: the workflow goes on and finishes after the cause is fixed"
+    )
+    func coordinatorRestartAndAgentKill() async throws {
+        try await Self.withFixture { f in
+            // The service in cluster mode waits for PostgreSQL at a port where nothing listens yet: the health step
+            // keeps running (up to 180 s) while the coordinator restarts and the agent is killed and restarted.
+            let port = try PostgresHarness.freePort()
+            let server = try PostgresHarness.server()
+            let url = "postgres://\(server.user)@127.0.0.1:\(port)/\(f.target.name)?sslmode=disable"
+            let profile = try f.writeProfile(f.profile(serviceURL: url, healthTimeout: 180), name: "slow-health")
+            let cli = try ChildProcess.spawn(
+                name: "seed-cluster", path: Binaries.muster,
+                arguments: [
+                    "seed-cluster", "--node", f.nodeID, "--profile", profile, "--yes", "--json", "--state-dir",
+                    f.coordinator.stateDir,
+                ], logPath: "\(f.root)/seed-cli.log")
+            f.processes.add(cli)
+
+            func workflow() async throws -> [String: Any]? {
+                let listed = try await f.muster(["workflow", "ls", "--json"])
+                guard listed.status == 0 else { return nil }
+                return ((try? JSONSerialization.jsonObject(with: Data(listed.stdout.utf8))) as? [[String: Any]])?.first
+            }
+            func currentStep(_ workflow: [String: Any]) -> [String: Any]? {
+                guard let steps = workflow["steps"] as? [[String: Any]], let index = workflow["currentStep"] as? Int,
+                    steps.indices.contains(index)
+                else { return nil }
+                return steps[index]
+            }
+            let id = try await eventually("the workflow to reach the health wait", timeout: .seconds(300)) {
+                () async throws -> String? in
+                if let code = cli.exitCode { throw HarnessError("seed-cluster exited \(code): \(cli.logTail())") }
+                guard let w = try await workflow(), let step = currentStep(w) else { return nil }
+                let waiting =
+                    (step["name"] as? String)?.hasPrefix("wait until") == true
+                    && step["state"] as? String == "running"
+                return waiting ? w["id"] as? String : nil
+            }
+
+            // The coordinator restarts on the same ports and database.
+            let agentPort = f.coordinator.agentPort
+            await f.coordinator.stop()
+            let coordinator = try await CoordinatorProcess.start(
+                stateDir: f.coordinator.stateDir, databaseURL: f.coordinator.databaseURL, listenHost: "127.0.0.1",
+                agentPort: agentPort)
+            f.processes.add(coordinator.process)
+            // The agent is killed in the middle of the step and started again.
+            f.agent.process.kill(signal: SIGKILL)
+            await f.agent.process.waitForExit()
+            let agent = try f.agent.restarted()
+            f.processes.add(agent.process)
+            try await coordinator.waitForNode(f.nodeID, state: "ready")
+
+            let shown = try await f.muster(["workflow", "show", id, "--json"])
+            let running = (try? JSONSerialization.jsonObject(with: Data(shown.stdout.utf8))) as? [String: Any]
+            #expect(
+                running?["state"] as? String == "running",
+                "after the restarts: \(shown.stdout.suffix(3000))\n\(f.diagnostics())")
+
+            // Fix the cause: PostgreSQL reachable where the service looks for it.
+            let forwarder = try await Self.startForwarder(f, from: port, to: server.port, host: server.host)
+            f.processes.add(forwarder)
+            let followed = try await f.muster(["workflow", "show", id, "--follow"])
+            let shownAgain = try await f.muster(["workflow", "show", id, "--json"])
+            let final = (try? JSONSerialization.jsonObject(with: Data(shownAgain.stdout.utf8))) as? [String: Any]
+            #expect(
+                final?["state"] as? String == "succeeded",
+                "\(followed.stdout.suffix(4000))\n\(followed.stderr.suffix(2000))\n\(shownAgain.stdout.suffix(3000))\nCLI: \(cli.logTail(2000))\n\(f.diagnostics())"
+            )
+            let stats = try await Self.http(f.url("/stats"))
+            #expect(stats.object?["mode"] as? String == "postgres", "\(stats.body)")
+            #expect((stats.object?["tables"] as? [String: Int]) == f.tables, "\(stats.body)")
+            let repos = try await Self.http(f.url("/repos"))
+            #expect(repos.object?["missing"] as? Int == 0, "\(repos.body.prefix(2000))")
+        }
+    }
+
     /// A TCP forwarder (Python, standard library) from 127.0.0.1:`from` to `host:to`: makes PostgreSQL reachable
     /// where the profile pointed the service.
-    static func startForwarder(_ f: Fixture, from: Int, to: Int, host: String) throws -> ChildProcess {
+    static func startForwarder(_ f: Fixture, from: Int, to: Int, host: String) async throws -> ChildProcess {
         let script = """
             import socket, sys, threading
             def pipe(a, b):
@@ -583,9 +729,21 @@ struct SeedClusterTests {
                 threading.Thread(target=pipe, args=(client, upstream), daemon=True).start()
                 threading.Thread(target=pipe, args=(upstream, client), daemon=True).start()
             """
-        let path = "\(f.root)/forward.py"
+        let path = "\(f.root)/forward-\(from).py"
         try script.write(toFile: path, atomically: true, encoding: .utf8)
-        return try ChildProcess.spawn(
-            name: "forwarder", path: python, arguments: [path], logPath: "\(f.root)/forward.log")
+        let forwarder = try ChildProcess.spawn(
+            name: "forwarder", path: python, arguments: [path], logPath: "\(f.root)/forward-\(from).log")
+        do {
+            try await eventually("the forwarder to listen on \(from)") { () async throws -> Bool? in
+                if let code = forwarder.exitCode {
+                    throw HarnessError("the forwarder exited \(code): \(forwarder.logTail())")
+                }
+                return forwarder.logTail().contains("forwarding") ? true : nil
+            }
+        } catch {
+            forwarder.killAndReap()
+            throw error
+        }
+        return forwarder
     }
 }
