@@ -213,13 +213,17 @@ public enum SeedPlanner {
     }
 
     /// Health within the profile's timeout, then the profile's checks; the last closes the maintenance window.
+    ///
+    /// Both get more than one attempt although a failed check is final: `verificationFailed` is never retried
+    /// (``TaskRetryPolicy``), so the extra attempts only serve a task whose lease expired because the agent died or
+    /// restarted mid-step (the check is read-only and runs again); with one attempt that failed the workflow.
     static func verificationSteps(profile: SeedProfile, unit: String) -> [WorkflowStep] {
         let health: JSONValue = .object(["http": .array([.string(profile.service.healthURL)])])
         let checks = profile.checks ?? []
         return [
             WorkflowStep(
                 name: "wait until \(unit) is healthy", kind: .checkHealth,
-                spec: withWait(health, seconds: profile.service.healthTimeoutSeconds ?? 60), maxAttempts: 1),
+                spec: withWait(health, seconds: profile.service.healthTimeoutSeconds ?? 60), maxAttempts: 3),
             WorkflowStep(
                 name: "verify (\(checks.count) checks)", kind: .checkHealth,
                 spec: withWait(
@@ -233,7 +237,7 @@ public enum SeedPlanner {
                                 if let json = check.json { request["json"] = .object(json) }
                                 return .object(request)
                             })
-                    ]), seconds: 10), maxAttempts: 1, window: .closes),
+                    ]), seconds: 10), maxAttempts: 3, window: .closes),
         ]
     }
 
