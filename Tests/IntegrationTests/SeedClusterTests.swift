@@ -69,11 +69,17 @@ struct SeedClusterTests {
         /// - Parameters:
         ///   - expectMode: the `storage_mode` the config must hold before anything changes.
         ///   - serviceURL: the `postgres_url` the service gets in cluster mode (the migration target by default).
-        func profile(expectMode: String = "sqlite", serviceURL: String? = nil, healthTimeout: Int = 30) -> String {
-            let volume = "\(shared)/repo-service"
+        func profile(
+            expectMode: String = "sqlite", serviceURL: String? = nil, healthTimeout: Int = 30, unit: String? = nil,
+            mountPath: String? = nil, casts: [String] = []
+        ) -> String {
+            let mountPath = mountPath ?? shared
+            let castsLine =
+                casts.isEmpty ? "" : "    casts: [\(casts.map { "\"\($0)\"" }.joined(separator: ", "))]"
+            let volume = "\(mountPath)/repo-service"
             return """
                 service:
-                  unit: \(unit)
+                  unit: \(unit ?? self.unit)
                   healthURL: \(url("/health"))
                   healthTimeoutSeconds: \(healthTimeout)
                 databases:
@@ -81,6 +87,7 @@ struct SeedClusterTests {
                     target: \(target.url)
                     schema: app
                     tables: [repositories, commits, snapshots]
+                \(castsLine)
                 directories:
                   - source: \(app)/golden-repos
                     destination: repo-service/golden-repos
@@ -110,7 +117,7 @@ struct SeedClusterTests {
                     aliases_dir: \(volume)/aliases
                 volume:
                   name: shared
-                  mountPath: \(shared)
+                  mountPath: \(mountPath)
                 checks:
                   - name: healthy in cluster mode
                     url: \(url("/health"))
@@ -454,37 +461,76 @@ struct SeedClusterTests {
         }
     }
 
-    @Test("a precheck that fails (config not as the profile expects) refuses with exit 3 and changes nothing")
+    @Test(
+        "each precheck that fails (config not as expected, unit absent, volume not mounted or too small, target not empty) refuses with exit 3 and changes nothing"
+    )
     func precheckRefusal() async throws {
         try await Self.withFixture { f in
             let originalConfig = try #require(FileManager.default.contents(atPath: f.configPath))
             let sqliteTree = Self.tree("\(f.app)/db")
             let appTree = Self.tree(f.app)
-            let profile = try f.writeProfile(f.profile(expectMode: "nosuch"), name: "expects-nosuch")
+            let server = try PostgresHarness.server()
 
-            let run = try await f.seed(profile)
-            #expect(
-                run.status == 3,
-                "seed-cluster exited \(run.status)\nstdout:\n\(run.stdout.suffix(4000))\nstderr:\n\(run.stderr.suffix(3000))\n\(f.diagnostics())"
+            /// Runs a profile that the prechecks must refuse: exit 3, only the precheck ran, its message has `needle`.
+            func refused(_ profileText: String, name: String, _ needle: String) async throws {
+                let run = try await f.seed(try f.writeProfile(profileText, name: name))
+                #expect(
+                    run.status == 3,
+                    "\(name): seed-cluster exited \(run.status)\nstdout:\n\(run.stdout.suffix(4000))\nstderr:\n\(run.stderr.suffix(3000))\n\(f.diagnostics())"
+                )
+                let summary = Self.summary(run.stdout)
+                #expect(Self.workflowState(summary) == "failed", "\(name)")
+                let steps = (summary?["workflow"] as? [String: Any])?["steps"] as? [[String: Any]] ?? []
+                #expect(steps.first?["state"] as? String == "failed", "\(name): \(run.stdout.suffix(3000))")
+                #expect(
+                    steps.dropFirst().allSatisfy { $0["state"] as? String == "pending" },
+                    "\(name): \(run.stdout.suffix(3000))")
+                let message = ((steps.first?["error"] as? [String: Any])?["message"] as? String) ?? ""
+                #expect(message.contains(needle), "\(name): the refusal does not mention '\(needle)': \(message)")
+                // The human summary (stderr without --json) is not asked for here; the CLI says what failed.
+                #expect(!FileManager.default.fileExists(atPath: f.configPath + ".pre-cluster"), "\(name)")
+                #expect(
+                    FileManager.default.contents(atPath: f.configPath) == originalConfig, "\(name): config changed")
+                let state = try await f.unitState()
+                #expect(state.activeState == "active", "\(name): \(f.unit) is \(state.activeState)")
+            }
+
+            // The config does not hold what the profile expects: the failure names the key and both values.
+            try await refused(f.profile(expectMode: "nosuch"), name: "expects-nosuch", "nosuch")
+            // The unit is not there.
+            try await refused(
+                f.profile(unit: "repo-service-absent.service"), name: "absent-unit", "repo-service-absent.service")
+            // The volume's path is a plain directory, not a mount point.
+            let plain = try f.scratch.sub("mnt/plain")
+            try await refused(f.profile(mountPath: plain), name: "not-mounted", "not a mount point")
+            // The volume is mounted but too small for the directories (+10%).
+            let small = try f.scratch.sub("mnt/small")
+            let mounted = try await runCommand("/usr/bin/mount", ["-t", "tmpfs", "-o", "size=64k", "tmpfs", small])
+            try #require(mounted.status == 0, "\(mounted.stderr)")
+            do {
+                try await refused(f.profile(mountPath: small), name: "small-volume", "not enough space")
+            } catch {
+                runCommandSync("/usr/bin/umount", [small])
+                throw error
+            }
+            runCommandSync("/usr/bin/umount", [small])
+            // The target already holds rows (and no --replace).
+            try PostgresHarness.psql(
+                server, database: f.target.name,
+                sql:
+                    "CREATE SCHEMA app; CREATE TABLE app.repositories (id integer); INSERT INTO app.repositories VALUES (1)"
             )
-            let summary = Self.summary(run.stdout)
-            #expect(Self.workflowState(summary) == "failed")
-            let steps = (summary?["workflow"] as? [String: Any])?["steps"] as? [[String: Any]] ?? []
-            #expect(steps.first?["state"] as? String == "failed", "\(run.stdout.suffix(3000))")
-            #expect(steps.dropFirst().allSatisfy { $0["state"] as? String == "pending" }, "\(run.stdout.suffix(3000))")
-            // The failure names the key, what was found and what was expected.
-            let message = ((steps.first?["error"] as? [String: Any])?["message"] as? String) ?? ""
-            #expect(message.contains("storage_mode") && message.contains("nosuch"), "\(message)")
+            try await refused(f.profile(), name: "target-not-empty", "repositories")
+            try PostgresHarness.psql(server, database: f.target.name, sql: "DROP SCHEMA app CASCADE")
 
-            #expect(!FileManager.default.fileExists(atPath: f.configPath + ".pre-cluster"))
-            let tables = try PostgresHarness.psql(
-                try PostgresHarness.server(), database: f.target.name,
-                sql: "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'app'")
-            #expect(tables == "0", "the target database got tables")
             #expect(
                 (try? FileManager.default.contentsOfDirectory(atPath: f.shared)) ?? [] == [], "the volume was written")
+            let tables = try PostgresHarness.psql(
+                server, database: f.target.name,
+                sql: "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'app'")
+            #expect(tables == "0", "the target database got tables")
             try await Self.expectStandaloneIntact(
-                f, config: originalConfig, sqliteTree: sqliteTree, appTree: appTree, "after a refused precheck")
+                f, config: originalConfig, sqliteTree: sqliteTree, appTree: appTree, "after refused prechecks")
         }
     }
 
@@ -617,6 +663,53 @@ struct SeedClusterTests {
             )
             try await Self.expectStandaloneIntact(
                 f, config: originalConfig, sqliteTree: sqliteTree, appTree: appTree, "after a refused rewrite")
+        }
+    }
+
+    @Test("the migration failing midway (a value the cast refuses): exit 1, rollback restores standalone byte for byte")
+    func migrationFailsMidway() async throws {
+        try await Self.withFixture { f in
+            // One commit's time is not a timestamp; the profile casts the column to timestamptz. The standalone
+            // service does not care (it shows the text), the migration must refuse that row.
+            let update = try await runCommand(
+                Self.python,
+                [
+                    "-c",
+                    "import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); "
+                        + "c.execute(\"UPDATE commits SET committed_at = 'not a date' WHERE id = (SELECT max(id) FROM commits)\"); "
+                        + "c.commit(); c.close()",
+                    f.database,
+                ])
+            try #require(update.status == 0, "\(update.stderr)")
+            let originalConfig = try #require(FileManager.default.contents(atPath: f.configPath))
+            let sqliteTree = Self.tree("\(f.app)/db")
+            let appTree = Self.tree(f.app)
+            let profile = try f.writeProfile(
+                f.profile(casts: ["commits.committed_at:timestamptz"]), name: "bad-timestamp")
+
+            let run = try await f.seed(profile)
+            #expect(
+                run.status == 1,
+                "seed-cluster exited \(run.status)\nstdout:\n\(run.stdout.suffix(4000))\nstderr:\n\(run.stderr.suffix(3000))\n\(f.diagnostics())"
+            )
+            let summary = Self.summary(run.stdout)
+            let steps = (summary?["workflow"] as? [String: Any])?["steps"] as? [[String: Any]] ?? []
+            let failed = steps.first { $0["state"] as? String == "failed" }
+            #expect((failed?["name"] as? String)?.hasPrefix("migrate") == true, "\(run.stdout.suffix(3000))")
+            let failure = ((failed?["error"] as? [String: Any])?["message"] as? String) ?? ""
+            #expect(failure.contains("committed_at"), "\(failure)")
+            #expect(FileManager.default.contents(atPath: f.configPath) == originalConfig)
+            let id = try #require(Self.workflowID(summary), "\(run.stdout.suffix(2000))")
+
+            let rollback = try await f.muster(["workflow", "rollback", id, "--json"])
+            #expect(
+                rollback.status == 0,
+                "rollback exited \(rollback.status)\n\(rollback.stdout.suffix(3000))\n\(rollback.stderr.suffix(2000))\n\(f.diagnostics())"
+            )
+            #expect(
+                Self.workflowState(Self.summary(rollback.stdout)) == "rolled-back", "\(rollback.stdout.suffix(2000))")
+            try await Self.expectStandaloneIntact(
+                f, config: originalConfig, sqliteTree: sqliteTree, appTree: appTree, "after a failed migration")
         }
     }
 
