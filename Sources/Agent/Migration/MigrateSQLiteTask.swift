@@ -89,7 +89,13 @@ struct MigrateSQLiteTask: TaskHandler {
             var problems: [String] = []
             let unverified = report.tables.filter { $0.verified == false }.map(\.table)
             if !unverified.isEmpty { problems.append("verification failed for \(unverified.joined(separator: ", "))") }
-            if report.totalErrorRows > 0 { problems.append("\(report.totalErrorRows) error rows") }
+            if report.totalErrorRows > 0 {
+                // The first one in the message, so a workflow's failed step says which row and why (all in details).
+                let first = report.errorRows.first.map { e in
+                    ", first: \(e.table) [\(e.key)] \(e.column) = \(e.value.prefix(80)): \(e.reason)"
+                }
+                problems.append("\(report.totalErrorRows) error rows\(first ?? "")")
+            }
             if !report.sourcesUnchanged { problems.append("a source changed during the migration") }
             throw TaskFailure(
                 code: .verificationFailed,
