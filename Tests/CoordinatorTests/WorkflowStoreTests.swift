@@ -225,6 +225,40 @@ struct WorkflowStoreTests {
         }
     }
 
+    /// A coordinator restart: the first runner stops while a step's task runs; the task finishes with no runner
+    /// alive; a new runner (as after the restart) records it and carries on, without a second task for the step.
+    @Test func aNewRunnerCarriesOnWhereAStoppedOneLeftOff() async throws {
+        try await Self.with { f in
+            let (created, _) = try await Self.start(f)
+            func runner() -> (WorkflowRunner, AsyncStream<UUID>) {
+                let dispatched = AsyncStream<UUID>.makeStream()
+                return (
+                    WorkflowRunner(
+                        store: f.store, configuration: .init(pollInterval: .milliseconds(100)),
+                        dispatch: { dispatched.continuation.yield($0) }, logger: TestDatabase.logger),
+                    dispatched.stream
+                )
+            }
+            let (first, firstDispatched) = runner()
+            let firstRun = Task { try await first.run() }
+            var iterator = firstDispatched.makeAsyncIterator()
+            _ = await iterator.next()
+            firstRun.cancel()
+            _ = try? await firstRun.value
+
+            let step0 = try #require(try await f.store.show(id: created.id).steps[0].taskID)
+            try await f.finish(step0)
+            let (second, secondDispatched) = runner()
+            let secondRun = Task { try await second.run() }
+            defer { secondRun.cancel() }
+            var secondIterator = secondDispatched.makeAsyncIterator()
+            _ = await secondIterator.next()
+            let workflow = try await f.store.show(id: created.id)
+            #expect(workflow.currentStep == 1 && workflow.steps[0].state == .succeeded && workflow.steps[0].epoch == 1)
+            #expect(try await f.tasks.list(nodeID: f.node).count == 2)
+        }
+    }
+
     @Test func theRunnerAdvancesOnItsOwnAndWakesOnRequest() async throws {
         try await Self.with { f in
             let dispatched = AsyncStream<UUID>.makeStream()
