@@ -84,7 +84,10 @@ struct WorkflowStoreTests {
             let names = created.steps.map(\.name)
             #expect(names.first == "precheck" && names[1] == "backup")
             #expect(names.contains("stop repo-service.service") && names.contains("edit /etc/repo-service/config.json"))
-            #expect(created.steps.filter { $0.kind == "syncTree" }.count == 3)
+            #expect(created.steps.filter { $0.kind == "syncTree" }.count == 6, "pre-copy and copy per directory")
+            let stop = try #require(names.firstIndex(of: "stop repo-service.service"))
+            #expect(created.steps[..<stop].filter { $0.kind == "syncTree" }.count == 3, "pre-copies before the stop")
+            #expect(created.steps[stop].window == .opens && created.steps.last?.window == .closes)
 
             var workflow = try await f.advance(created.id)
             #expect(workflow.steps[0].state == .running && workflow.steps[0].task?.state == .pending)
@@ -114,14 +117,15 @@ struct WorkflowStoreTests {
         try await Self.with { f in
             let (created, _) = try await Self.start(f)
             var workflow = try await f.advance(created.id)
-            workflow = try await f.step(created.id)  // precheck
-            workflow = try await f.step(created.id)  // backup
-            workflow = try await f.step(created.id)  // stop
-            #expect(workflow.steps[3].kind == "migrateSQLite")
+            let migrate = try #require(created.steps.firstIndex { $0.kind == "migrateSQLite" })
+            while workflow.currentStep < migrate { workflow = try await f.step(created.id) }
             workflow = try await f.step(created.id, ok: false)
-            #expect(workflow.state == .failed && workflow.currentStep == 3)
-            #expect(workflow.error?.message.contains("step 4 (migrate /srv/app/db/repo.db) failed") == true)
-            #expect(workflow.steps[4].state == .pending && workflow.steps[4].taskID == nil, "nothing after the failure")
+            #expect(workflow.state == .failed && workflow.currentStep == migrate)
+            #expect(
+                workflow.error?.message.contains("step \(migrate + 1) (migrate /srv/app/db/repo.db) failed") == true)
+            #expect(
+                workflow.steps[migrate + 1].state == .pending && workflow.steps[migrate + 1].taskID == nil,
+                "nothing after the failure")
             // The rollback undoes only what started: the stop (start the standalone service again, check health).
             #expect(
                 workflow.rollbackPlan.map(\.name) == [
@@ -137,7 +141,7 @@ struct WorkflowStoreTests {
             let (resumed, outcome) = try await Self.start(f)
             #expect(outcome == .resumed && resumed.id == created.id && resumed.state == .running)
             workflow = try await f.advance(created.id)
-            #expect(workflow.steps[3].epoch == 2 && workflow.steps[3].state == .running)
+            #expect(workflow.steps[migrate].epoch == 2 && workflow.steps[migrate].state == .running)
             #expect(try await f.tasks.list(nodeID: f.node).count == taskCount + 1)
             while workflow.state == .running { workflow = try await f.step(created.id) }
             #expect(workflow.state == .succeeded)
@@ -218,6 +222,40 @@ struct WorkflowStoreTests {
             let tasks = try await f.tasks.list(nodeID: f.node)
             #expect(tasks.count == 4, "\(tasks.map { "\($0.stepIndex ?? -1)" })")
             #expect(Set(tasks.compactMap(\.stepIndex)) == [0, 1, 2, 3])
+        }
+    }
+
+    /// A coordinator restart: the first runner stops while a step's task runs; the task finishes with no runner
+    /// alive; a new runner (as after the restart) records it and carries on, without a second task for the step.
+    @Test func aNewRunnerCarriesOnWhereAStoppedOneLeftOff() async throws {
+        try await Self.with { f in
+            let (created, _) = try await Self.start(f)
+            func runner() -> (WorkflowRunner, AsyncStream<UUID>) {
+                let dispatched = AsyncStream<UUID>.makeStream()
+                return (
+                    WorkflowRunner(
+                        store: f.store, configuration: .init(pollInterval: .milliseconds(100)),
+                        dispatch: { dispatched.continuation.yield($0) }, logger: TestDatabase.logger),
+                    dispatched.stream
+                )
+            }
+            let (first, firstDispatched) = runner()
+            let firstRun = Task { try await first.run() }
+            var iterator = firstDispatched.makeAsyncIterator()
+            _ = await iterator.next()
+            firstRun.cancel()
+            _ = try? await firstRun.value
+
+            let step0 = try #require(try await f.store.show(id: created.id).steps[0].taskID)
+            try await f.finish(step0)
+            let (second, secondDispatched) = runner()
+            let secondRun = Task { try await second.run() }
+            defer { secondRun.cancel() }
+            var secondIterator = secondDispatched.makeAsyncIterator()
+            _ = await secondIterator.next()
+            let workflow = try await f.store.show(id: created.id)
+            #expect(workflow.currentStep == 1 && workflow.steps[0].state == .succeeded && workflow.steps[0].epoch == 1)
+            #expect(try await f.tasks.list(nodeID: f.node).count == 2)
         }
     }
 

@@ -2,8 +2,9 @@ import Crypto
 import Foundation
 import Shared
 
-/// Turns a seed profile into the `seed-cluster` workflow's steps (DESIGN §8, issue 6): precheck → backup → stop →
-/// migrate each database → copy each directory → rewrite paths → edit config → start → wait for health → verify.
+/// Turns a seed profile into the `seed-cluster` workflow's steps (DESIGN §8, issue 6): precheck → backup → pre-copy
+/// each directory (service still running) → stop → migrate each database → copy each directory again (the delta) →
+/// rewrite paths → edit config → start → wait for health → verify.
 ///
 /// Every step is one idempotent task on the standalone node. The compensations a rollback runs are attached to
 /// the steps they undo: stopping the service is undone by starting it again (after the restores), the config edit
@@ -149,14 +150,27 @@ public enum SeedPlanner {
                     "files": .array((profile.config.map { [$0.file] } ?? []).map { .string($0) }),
                 ]), maxAttempts: 2))
 
-        // 3. Stop: the maintenance window opens.
+        // 3. Pre-copy each directory while the service still runs: the copy inside the window then only moves
+        //    what changed since (rsync's delta), which keeps the downtime short.
+        for directory in directories {
+            var spec: [String: JSONValue] = [
+                "source": .string(directory.source), "destination": .string(destination(directory)),
+            ]
+            if let exclude = directory.exclude { spec["excludes"] = .array(exclude.map { .string($0) }) }
+            steps.append(
+                WorkflowStep(
+                    name: "pre-copy \(directory.source) → \(destination(directory)) (service running)",
+                    kind: .syncTree, spec: .object(spec), maxAttempts: 3))
+        }
+
+        // 4. Stop: the maintenance window opens.
         steps.append(
             WorkflowStep(
                 name: "stop \(unit)", kind: .controlUnit,
                 spec: .object(["unit": .string(unit), "action": .string("stop")]), maxAttempts: 3, window: .opens,
                 undo: [stopAgain, startStandalone, standaloneHealthy]))
 
-        // 4. Migrate each database (a re-run resumes verified tables).
+        // 5. Migrate each database (a re-run resumes verified tables).
         for database in databases {
             steps.append(
                 WorkflowStep(
@@ -164,7 +178,8 @@ public enum SeedPlanner {
                     maxAttempts: 3))
         }
 
-        // 5. Copy each directory to the volume (rsync; a re-run copies what is missing).
+        // 6. Copy each directory to the volume again, now that the service is stopped: what changed since the
+        //    pre-copy (rsync; a re-run copies what is missing).
         for directory in directories {
             var spec: [String: JSONValue] = [
                 "source": .string(directory.source), "destination": .string(destination(directory)),
@@ -177,7 +192,7 @@ public enum SeedPlanner {
                     maxAttempts: 3))
         }
 
-        // 6. Rewrite paths (backups kept as .pre-cluster; restored by a rollback).
+        // 7. Rewrite paths (backups kept as .pre-cluster; restored by a rollback).
         for (index, rewrite) in rewrites.enumerated() {
             let name = rewrites.count == 1 ? "rewrite paths" : "rewrite paths (\(index + 1))"
             steps.append(
@@ -190,7 +205,7 @@ public enum SeedPlanner {
                     ]))
         }
 
-        // 7. Config for cluster mode.
+        // 8. Config for cluster mode.
         if let config = profile.config {
             steps.append(
                 WorkflowStep(
@@ -202,7 +217,7 @@ public enum SeedPlanner {
                     ]))
         }
 
-        // 8. Start in cluster mode; 9. health within the timeout; 10. the profile's checks.
+        // 9. Start in cluster mode; 10. health within the timeout; 11. the profile's checks.
         steps.append(
             WorkflowStep(
                 name: "start \(unit)", kind: .controlUnit,
