@@ -714,6 +714,59 @@ struct SeedClusterTests {
     }
 
     @Test(
+        "rsync failing (a destination blocked by a file): exit 1 while the service still runs, sources untouched; resume after unblocking finishes"
+    )
+    func syncFailureThenResume() async throws {
+        try await Self.withFixture { f in
+            let originalConfig = try #require(FileManager.default.contents(atPath: f.configPath))
+            let sqliteTree = Self.tree("\(f.app)/db")
+            let appTree = Self.tree(f.app)
+            // The second directory's destination is a regular file: rsync cannot make the directory there.
+            let blocked = "\(f.shared)/repo-service/.versioned"
+            try FileManager.default.createDirectory(
+                atPath: "\(f.shared)/repo-service", withIntermediateDirectories: true)
+            try Data("in the way\n".utf8).write(to: URL(fileURLWithPath: blocked))
+            let profile = try f.writeProfile(f.profile(), name: "seed")
+
+            let run = try await f.seed(profile)
+            #expect(
+                run.status == 1,
+                "seed-cluster exited \(run.status)\nstdout:\n\(run.stdout.suffix(4000))\nstderr:\n\(run.stderr.suffix(3000))\n\(f.diagnostics())"
+            )
+            let summary = Self.summary(run.stdout)
+            let steps = (summary?["workflow"] as? [String: Any])?["steps"] as? [[String: Any]] ?? []
+            let failed = steps.first { $0["state"] as? String == "failed" }
+            let failedName = failed?["name"] as? String ?? ""
+            #expect(failedName.contains("copy") && failedName.contains(".versioned"), "\(run.stdout.suffix(3000))")
+            let id = try #require(Self.workflowID(summary), "\(run.stdout.suffix(2000))")
+            // Whichever copy failed, nothing of the standalone server changed; if the window had opened, the
+            // service is down now — it must be up when the failure was in the pre-copy.
+            #expect(FileManager.default.contents(atPath: f.configPath) == originalConfig)
+            #expect(Self.differences(sqliteTree, Self.tree("\(f.app)/db")).isEmpty)
+            #expect(Self.differences(appTree, Self.tree(f.app)).isEmpty)
+            if failedName.hasPrefix("pre-copy") {
+                let state = try await f.unitState()
+                #expect(state.activeState == "active", "\(f.unit) is \(state.activeState) after a failed pre-copy")
+            }
+
+            // Fix the cause and resume from the failed step.
+            try FileManager.default.removeItem(atPath: blocked)
+            let resumed = try await f.muster(["workflow", "resume", id, "--json"])
+            #expect(
+                resumed.status == 0,
+                "resume exited \(resumed.status)\n\(resumed.stdout.suffix(4000))\n\(resumed.stderr.suffix(2000))\n\(f.diagnostics())"
+            )
+            #expect(Self.workflowState(Self.summary(resumed.stdout)) == "succeeded", "\(resumed.stdout.suffix(2000))")
+            let stats = try await Self.http(f.url("/stats"))
+            #expect(stats.object?["mode"] as? String == "postgres", "\(stats.body)")
+            #expect((stats.object?["tables"] as? [String: Int]) == f.tables, "\(stats.body)")
+            let repos = try await Self.http(f.url("/repos"))
+            #expect(repos.object?["missing"] as? Int == 0, "\(repos.body.prefix(2000))")
+            #expect(Self.differences(sqliteTree, Self.tree("\(f.app)/db")).isEmpty)
+        }
+    }
+
+    @Test(
         "the coordinator restarted and the agent killed during a step: the workflow goes on and finishes after the cause is fixed"
     )
     func coordinatorRestartAndAgentKill() async throws {
