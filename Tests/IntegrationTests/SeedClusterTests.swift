@@ -563,6 +563,13 @@ struct SeedClusterTests {
             #expect(
                 (summary?["rollbackPlan"] as? [[String: Any]])?.isEmpty == false,
                 "no rollback plan printed: \(run.stdout)")
+            // The text summary names the failed step and prints the exact rollback command and what it runs.
+            let text = try await f.muster(["workflow", "show", id])
+            #expect(text.status == 0, "\(text.stderr)")
+            #expect(text.stdout.contains("FAILED"), "\(text.stdout)")
+            #expect(text.stdout.contains("muster workflow rollback \(id.lowercased())"), "\(text.stdout)")
+            #expect(text.stdout.contains("muster workflow resume \(id.lowercased())"), "\(text.stdout)")
+            #expect(text.stdout.contains("restore \(f.configPath)"), "\(text.stdout)")
 
             let rollback = try await f.muster(["workflow", "rollback", id, "--json"])
             #expect(
