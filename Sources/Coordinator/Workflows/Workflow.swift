@@ -80,6 +80,31 @@ public struct WorkflowStep: Codable, Sendable, Equatable {
         self.epoch = 0
     }
 
+    private enum CodingKeys: String, CodingKey {
+        case name, kind, spec, maxAttempts, window, undo, order, state, epoch, taskID, startedAt, finishedAt, result
+        case error, task
+    }
+
+    /// Encodes the task id in lower case, as `muster tasks` shows task ids.
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(name, forKey: .name)
+        try c.encode(kind, forKey: .kind)
+        try c.encode(spec, forKey: .spec)
+        try c.encode(maxAttempts, forKey: .maxAttempts)
+        try c.encodeIfPresent(window, forKey: .window)
+        try c.encodeIfPresent(undo, forKey: .undo)
+        try c.encodeIfPresent(order, forKey: .order)
+        try c.encode(state, forKey: .state)
+        try c.encode(epoch, forKey: .epoch)
+        try c.encodeIfPresent(taskID?.uuidString.lowercased(), forKey: .taskID)
+        try c.encodeIfPresent(startedAt, forKey: .startedAt)
+        try c.encodeIfPresent(finishedAt, forKey: .finishedAt)
+        try c.encodeIfPresent(result, forKey: .result)
+        try c.encodeIfPresent(error, forKey: .error)
+        try c.encodeIfPresent(task, forKey: .task)
+    }
+
     /// How long the step ran, if it finished.
     public var seconds: Double? {
         guard let startedAt, let finishedAt else { return nil }
@@ -107,6 +132,30 @@ public struct WorkflowRecord: Codable, Sendable, Equatable {
     public var createdAt: Date
     public var updatedAt: Date
     public var finishedAt: Date?
+
+    private enum CodingKeys: String, CodingKey {
+        case id, kind, nodeID, fingerprint, spec, state, steps, rollback, currentStep, error, createdBy, createdAt
+        case updatedAt, finishedAt
+    }
+
+    /// Encodes ids in lower case, as `muster nodes` and `muster tasks` show them.
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(id.uuidString.lowercased(), forKey: .id)
+        try c.encode(kind, forKey: .kind)
+        try c.encode(nodeID.uuidString.lowercased(), forKey: .nodeID)
+        try c.encode(fingerprint, forKey: .fingerprint)
+        try c.encode(spec, forKey: .spec)
+        try c.encode(state, forKey: .state)
+        try c.encode(steps, forKey: .steps)
+        try c.encodeIfPresent(rollback, forKey: .rollback)
+        try c.encode(currentStep, forKey: .currentStep)
+        try c.encodeIfPresent(error, forKey: .error)
+        try c.encode(createdBy, forKey: .createdBy)
+        try c.encode(createdAt, forKey: .createdAt)
+        try c.encode(updatedAt, forKey: .updatedAt)
+        try c.encodeIfPresent(finishedAt, forKey: .finishedAt)
+    }
 
     /// The steps a rollback would run now: the compensations of every started step, stop → restore → start →
     /// verify, each once.

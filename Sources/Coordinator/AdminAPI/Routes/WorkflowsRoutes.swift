@@ -19,24 +19,9 @@ struct WorkflowsRoutes {
             let fingerprint = try SeedPlanner.fingerprint(nodeID: nodeID, profile: input.profile, replace: replace)
             let steps = try SeedPlanner.plan(
                 profile: input.profile, replace: replace, backupName: "seed-" + fingerprint.prefix(16))
-            let fullRollback = WorkflowRecord.compensations(
-                of: steps.map { step in
-                    var started = step
-                    started.epoch = 1
-                    return started
-                })
-            if input.dryRun == true {
-                return try .json(SeedPlanner.Response(outcome: "dry-run", workflow: nil, plan: steps, rollback: fullRollback))
-            }
-            let (workflow, outcome) = try await dependencies.workflows.start(
+            return try await start(
                 kind: SeedPlanner.workflowKind, nodeID: nodeID, fingerprint: fingerprint,
-                spec: try JSONValue(encoding: input), steps: steps, now: dependencies.now(),
-                actor: context.actor ?? "unknown")
-            dependencies.wakeWorkflows()
-            return try .json(
-                SeedPlanner.Response(
-                    outcome: outcome.rawValue, workflow: workflow, plan: workflow.steps, rollback: fullRollback),
-                status: outcome == .created ? .created : .ok)
+                spec: try JSONValue(encoding: input), steps: steps, dryRun: input.dryRun == true, context: context)
         }
         group.post("cluster/apply") { request, context -> Response in
             let input = try await VolumesRoutes.decode(
@@ -67,25 +52,11 @@ struct WorkflowsRoutes {
                 module = AttachModuleSpec(name: record.name, version: record.version, imageDigest: record.imageDigest)
             }
             let steps = try ClusterApplyPlanner.plan(profile: profile, volume: volume, module: module)
-            let fullRollback = WorkflowRecord.compensations(
-                of: steps.map { step in
-                    var started = step
-                    started.epoch = 1
-                    return started
-                })
-            if input.dryRun == true {
-                return try .json(SeedPlanner.Response(outcome: "dry-run", workflow: nil, plan: steps, rollback: fullRollback))
-            }
-            let (workflow, outcome) = try await dependencies.workflows.start(
+            return try await start(
                 kind: ClusterApplyPlanner.workflowKind, nodeID: nodeID,
                 fingerprint: try ClusterApplyPlanner.fingerprint(nodeID: nodeID, seed: seed.id, steps: steps),
                 spec: .object(["seed": .string(seedID), "node": .string(input.node.lowercased())]), steps: steps,
-                now: dependencies.now(), actor: context.actor ?? "unknown")
-            dependencies.wakeWorkflows()
-            return try .json(
-                SeedPlanner.Response(
-                    outcome: outcome.rawValue, workflow: workflow, plan: workflow.steps, rollback: fullRollback),
-                status: outcome == .created ? .created : .ok)
+                dryRun: input.dryRun == true, context: context)
         }
         group.get("workflows") { request, _ -> Response in
             let node = try request.uri.queryParameters.get("node").map { try TasksRoutes.uuid($0, what: "node") }
@@ -109,6 +80,31 @@ struct WorkflowsRoutes {
             dependencies.wakeWorkflows()
             return try .json(workflow)
         }
+    }
+
+    /// Answers with the plan (dry run), or starts the workflow — or finds the one that already did the same.
+    private func start(
+        kind: String, nodeID: UUID, fingerprint: String, spec: JSONValue, steps: [WorkflowStep], dryRun: Bool,
+        context: AdminRequestContext
+    ) async throws -> Response {
+        // What a rollback would run if every step had started.
+        let fullRollback = WorkflowRecord.compensations(
+            of: steps.map { step in
+                var started = step
+                started.epoch = 1
+                return started
+            })
+        if dryRun {
+            return try .json(SeedPlanner.Response(outcome: "dry-run", workflow: nil, plan: steps, rollback: fullRollback))
+        }
+        let (workflow, outcome) = try await dependencies.workflows.start(
+            kind: kind, nodeID: nodeID, fingerprint: fingerprint, spec: spec, steps: steps, now: dependencies.now(),
+            actor: context.actor ?? "unknown")
+        dependencies.wakeWorkflows()
+        return try .json(
+            SeedPlanner.Response(
+                outcome: outcome.rawValue, workflow: workflow, plan: workflow.steps, rollback: fullRollback),
+            status: outcome == .created ? .created : .ok)
     }
 
     /// The seed-cluster workflow a `cluster apply` copies: the one named, or the newest that succeeded.

@@ -39,31 +39,17 @@ extension Muster {
             @OptionGroup var client: ClientOptions
 
             func run() async throws {
-                guard UUID(uuidString: node) != nil else {
-                    throw MusterError(.usage, "--node '\(node)' is not a node id (a UUID)", hint: "`muster nodes` lists them")
-                }
-                let limit = try CoordinatorConfiguration.duration(timeout, key: "--timeout")
+                let limit = try SeedCluster.checkArguments(node: node, timeout: timeout)
                 let admin = try client.client()
                 let response = try await admin.send(
                     .POST, "/v1/cluster/apply",
                     body: ClusterApplyPlanner.Request(node: node, seed: seed, dryRun: dryRun),
                     as: SeedPlanner.Response.self)
-                guard let workflow = response.workflow else {
-                    if json {
-                        print(String(decoding: try MusterJSON.encoder(pretty: true).encode(response), as: UTF8.self))
-                    } else {
-                        print(SeedCluster.describe(response))
-                    }
+                if dryRun {
+                    try SeedCluster.printPlan(response, json: json)
                     return
                 }
-                if !json {
-                    FileHandle.standardError.write(
-                        Data(
-                            "cluster apply: workflow \(workflow.id.uuidString.lowercased()) (\(response.outcome)), \(workflow.steps.count) steps\n"
-                                .utf8))
-                }
-                let final = try await WorkflowFollower(admin: admin, json: json).follow(workflow.id, timeout: limit)
-                try SeedCluster.finish(final, json: json, outcome: response.outcome)
+                try await SeedCluster.follow(response, command: "cluster apply", admin: admin, json: json, timeout: limit)
             }
         }
     }

@@ -47,10 +47,7 @@ extension Muster {
         @OptionGroup var client: ClientOptions
 
         func run() async throws {
-            guard UUID(uuidString: node) != nil else {
-                throw MusterError(.usage, "--node '\(node)' is not a node id (a UUID)", hint: "`muster nodes` lists them")
-            }
-            let limit = try CoordinatorConfiguration.duration(timeout, key: "--timeout")
+            let limit = try Self.checkArguments(node: node, timeout: timeout)
             let seedProfile: SeedProfile
             do {
                 seedProfile = try SeedProfile.load(path: profile)
@@ -62,11 +59,7 @@ extension Muster {
             let plan = try await admin.send(
                 .POST, "/v1/workflows/seed-cluster", body: request, as: SeedPlanner.Response.self)
             if dryRun {
-                if json {
-                    print(String(decoding: try MusterJSON.encoder(pretty: true).encode(plan), as: UTF8.self))
-                } else {
-                    print(Self.describe(plan))
-                }
+                try Self.printPlan(plan, json: json)
                 return
             }
             if !yes {
@@ -85,6 +78,30 @@ extension Muster {
             real.dryRun = false
             let started = try await admin.send(
                 .POST, "/v1/workflows/seed-cluster", body: real, as: SeedPlanner.Response.self)
+            try await Self.follow(started, command: "seed-cluster", admin: admin, json: json, timeout: limit)
+        }
+
+        /// `--node` must be a UUID; returns `--timeout` as a duration.
+        static func checkArguments(node: String, timeout: String) throws -> Duration {
+            guard UUID(uuidString: node) != nil else {
+                throw MusterError(.usage, "--node '\(node)' is not a node id (a UUID)", hint: "`muster nodes` lists them")
+            }
+            return try CoordinatorConfiguration.duration(timeout, key: "--timeout")
+        }
+
+        /// A dry run's answer: the plan and its rollback, as text or JSON.
+        static func printPlan(_ plan: SeedPlanner.Response, json: Bool) throws {
+            if json {
+                print(String(decoding: try MusterJSON.encoder(pretty: true).encode(plan), as: UTF8.self))
+            } else {
+                print(describe(plan))
+            }
+        }
+
+        /// Says what the coordinator did with the request, follows the workflow, prints the summary, exits.
+        static func follow(
+            _ started: SeedPlanner.Response, command: String, admin: AdminClient, json: Bool, timeout: Duration
+        ) async throws {
             guard let workflow = started.workflow else {
                 throw MusterError(.internal, "the coordinator answered without a workflow")
             }
@@ -96,10 +113,10 @@ extension Muster {
                     case "resumed": "resuming workflow \(id) from step \(workflow.currentStep + 1)"
                     default: "workflow \(id): \(workflow.steps.count) steps"
                     }
-                FileHandle.standardError.write(Data("seed-cluster: \(what)\n".utf8))
+                FileHandle.standardError.write(Data("\(command): \(what)\n".utf8))
             }
-            let final = try await WorkflowFollower(admin: admin, json: json).follow(workflow.id, timeout: limit)
-            try Self.finish(final, json: json, outcome: started.outcome)
+            let final = try await WorkflowFollower(admin: admin, json: json).follow(workflow.id, timeout: timeout)
+            try finish(final, json: json, outcome: started.outcome)
         }
 
         /// Prints the summary and exits with the workflow's code.
