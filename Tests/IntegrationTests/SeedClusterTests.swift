@@ -29,6 +29,9 @@ struct SeedClusterTests {
     /// One standalone server, a coordinator and the agent that joined it, all started for one test.
     struct Fixture {
         let scratch: ScratchDirectory
+        /// A network namespace for a second node (``withFixture(netns:_:)`` with `true`); the coordinator then listens
+        /// on its bridge address.
+        let nodes: NetnsNodes?
         let node: SystemNode
         let coordinator: CoordinatorProcess
         let agent: AgentProcess
@@ -49,6 +52,8 @@ struct SeedClusterTests {
         var database: String { "\(app)/db/repo.db" }
         var configPath: String { "\(root)/etc/config.json" }
         var shared: String { "\(root)/mnt/shared" }
+        /// The tmpfs behind the volume (``shared`` is a bind of it on the host and in the first node).
+        var volumeSource: String { "\(root)/volume" }
         var serviceLog: String { "\(root)/service.log" }
         func url(_ path: String) -> String { "http://127.0.0.1:\(port)\(path)" }
 
@@ -175,7 +180,7 @@ struct SeedClusterTests {
     // MARK: - Setup
 
     /// Sets everything up, runs `body`, and always tears down what was started (by PID), in reverse order.
-    static func withFixture(_ body: (Fixture) async throws -> Void) async throws {
+    static func withFixture(netns: Bool = false, _ body: (Fixture) async throws -> Void) async throws {
         var cleanups: [() async -> Void] = []
         func runCleanups() async {
             for cleanup in cleanups.reversed() { await cleanup() }
@@ -188,13 +193,29 @@ struct SeedClusterTests {
             cleanups.append { scratch.remove() }
             let root = scratch.path
 
-            // The volume: mounted before the node boots, so the node's mount namespace (a copy) has it too.
+            // The volume: a tmpfs at ROOT/volume, bind-mounted at ROOT/mnt/shared (the profile's mount path), both
+            // before the node boots, so the node's mount namespace (a copy) has them too. A second node booted after
+            // the host's bind is gone (``SeedClusterTests/joinSecondNode()``) sees only ROOT/volume and mounts the
+            // volume itself.
+            let volume = try scratch.sub("volume")
             let shared = try scratch.sub("mnt/shared")
             let mount = try await runCommand(
-                "/usr/bin/mount", ["-t", "tmpfs", "-o", "size=256m,mode=755", "tmpfs", shared])
-            guard mount.status == 0 else { throw HarnessError("mount tmpfs on \(shared) failed: \(mount.stderr)") }
+                "/usr/bin/mount", ["-t", "tmpfs", "-o", "size=256m,mode=755", "tmpfs", volume])
+            guard mount.status == 0 else { throw HarnessError("mount tmpfs on \(volume) failed: \(mount.stderr)") }
             cleanups.append {
-                if runCommandSync("/usr/bin/umount", [shared]) != 0 {
+                if runCommandSync("/usr/bin/umount", [volume]) != 0 {
+                    runCommandSync("/usr/bin/umount", ["-l", volume])
+                }
+            }
+            let bind = try await runCommand("/usr/bin/mount", ["--bind", volume, shared])
+            guard bind.status == 0 else {
+                throw HarnessError("mount --bind \(volume) \(shared) failed: \(bind.stderr)")
+            }
+            cleanups.append {
+                let mounted =
+                    (try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8))?
+                    .contains(" \(shared) ") ?? false
+                if mounted, runCommandSync("/usr/bin/umount", [shared]) != 0 {
                     runCommandSync("/usr/bin/umount", ["-l", shared])
                 }
             }
@@ -251,6 +272,14 @@ struct SeedClusterTests {
                 throw HarnessError("standalone /search: \(search.status) \(search.body)")
             }
 
+            // A network namespace for a second node, if asked for.
+            var nodes: NetnsNodes?
+            if netns {
+                let up = try NetnsNodes.up(count: 1)
+                cleanups.append { up.down() }
+                nodes = up
+            }
+
             // Databases: the coordinator's and the seed's target.
             let coordinatorDB = try PostgresHarness.makeDatabase(prefix: "it")
             cleanups.append { PostgresHarness.dropDatabase(coordinatorDB.name) }
@@ -258,7 +287,8 @@ struct SeedClusterTests {
             cleanups.append { PostgresHarness.dropDatabase(target.name) }
 
             let coordinator = try await CoordinatorProcess.start(
-                stateDir: try scratch.sub("coordinator"), databaseURL: coordinatorDB.url, listenHost: "127.0.0.1")
+                stateDir: try scratch.sub("coordinator"), databaseURL: coordinatorDB.url,
+                listenHost: nodes?.hostAddress ?? "127.0.0.1")
             cleanups.append { await coordinator.stop() }
             let token = try await coordinator.createToken()
             // The real agent on the host, driving the node's system manager over the node's system bus.
@@ -279,7 +309,8 @@ struct SeedClusterTests {
             try await coordinator.waitForNode(nodeID, state: "ready")
 
             fixture = Fixture(
-                scratch: scratch, node: node, coordinator: coordinator, agent: agent, processes: processes,
+                scratch: scratch, nodes: nodes, node: node, coordinator: coordinator, agent: agent,
+                processes: processes,
                 nodeID: nodeID, target: target,
                 unit: unit, port: port, tables: counts, searchCount: searchCount)
             try await body(fixture!)
@@ -851,9 +882,143 @@ struct SeedClusterTests {
         }
     }
 
+    @Test(
+        "join: a second node in its own network namespace gets the volume through `muster cluster apply`, passes the profile's checks and serves the same data"
+    )
+    func joinSecondNode() async throws {
+        try await Self.withFixture(netns: true) { f in
+            let nodes = try #require(f.nodes)
+            let netns = nodes.nodes[0].netns
+            let seeded = try await f.seed(try f.writeProfile(f.profile(), name: "seed"))
+            try #require(
+                seeded.status == 0,
+                "seed-cluster exited \(seeded.status)\n\(seeded.stdout.suffix(3000))\n\(seeded.stderr.suffix(2000))\n\(f.diagnostics())"
+            )
+            // The profile's volume, registered as a bind of the tmpfs behind it. The host's own bind goes away first,
+            // so the second node (booted next, with a copy of the host's mounts) starts without it and its agent
+            // mounts the volume for real through a `.mount` unit (not NFS: the volume tests cover that).
+            let unbound = try await runCommand("/usr/bin/umount", [f.shared])
+            try #require(unbound.status == 0, "umount \(f.shared): \(unbound.stderr)")
+            let created = try await f.muster([
+                "volume", "create", "shared", "--bind", f.volumeSource, "--mount-path", f.shared,
+            ])
+            try #require(created.status == 0, "\(created.stderr)")
+
+            // PostgreSQL for the namespace: a forwarder on the host bridge address.
+            let server = try PostgresHarness.server()
+            let pgPort = try PostgresHarness.freePort()
+            let forwarder = try await Self.startForwarder(
+                f, from: pgPort, to: server.port, host: server.host, listen: nodes.hostAddress)
+            f.processes.add(forwarder)
+
+            let node2 = try await SystemNode.start(netns: netns)
+            // nsenter forks into the node's PID namespace: the agent is its child; both are killed by PID.
+            var agents2: [ChildProcess] = []
+            func stopSecondNode() async {
+                for nsenter in agents2 {
+                    let children =
+                        (try? String(
+                            contentsOfFile: "/proc/\(nsenter.pid)/task/\(nsenter.pid)/children", encoding: .utf8))?
+                        .split(separator: " ").compactMap { pid_t($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
+                        ?? []
+                    for child in children { kill(child, SIGKILL) }
+                    nsenter.killAndReap()
+                }
+                await node2.stop()
+            }
+            do {
+                // The second node has the service installed (the profile names no module): the cluster-mode config
+                // the seed wrote, with PostgreSQL reached through the bridge.
+                let seededConfig = try #require(
+                    (try? JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: f.configPath))))
+                        as? [String: Any])
+                var config2 = seededConfig
+                config2["postgres_url"] =
+                    "postgres://\(server.user)@\(nodes.hostAddress):\(pgPort)/\(f.target.name)?sslmode=disable"
+                let config2Path = "\(f.root)/etc/node2.json"
+                try JSONSerialization.data(withJSONObject: config2, options: [.prettyPrinted, .sortedKeys]).write(
+                    to: URL(fileURLWithPath: config2Path))
+                try """
+                [Unit]
+                Description=repo-service on the second node (muster seed-cluster test)
+
+                [Service]
+                Type=simple
+                ExecStart=\(Self.python) \(f.root)/opt/app.py --config \(config2Path)
+                Restart=on-failure
+                RestartSec=1s
+                Environment=PYTHONUNBUFFERED=1
+                StandardOutput=append:\(f.root)/service2.log
+                StandardError=append:\(f.root)/service2.log
+                """.write(toFile: "\(node2.unitDirectory)/\(f.unit)", atomically: true, encoding: .utf8)
+                let systemd2 = try await SystemdManager.connect(.bus(node2.busAddressString))
+                try await systemd2.daemonReload()
+                _ = try await systemd2.start(try UnitName(f.unit))
+
+                // The second agent runs inside the node (its mount, PID, UTS and network namespaces), as in production:
+                // it checks mounts in its own mount table.
+                let token = try await f.coordinator.createToken()
+                let agent2State = try f.scratch.sub("agent2")
+                let pid1 = try node2.requiredInitPID()
+                let agent2 = try ChildProcess.spawn(
+                    name: "agent2", path: "/usr/bin/nsenter",
+                    arguments: [
+                        "-t", "\(pid1)", "-m", "-p", "-u", "-n", Binaries.agent, "join", "--coordinator",
+                        f.coordinator.coordinatorAddress, "--token", token, "--state-dir", agent2State, "--run",
+                        "--systemd", "system", "--unit-dir", node2.unitDirectory,
+                    ], environment: ["MUSTER_LOG_LEVEL": "debug"], logPath: "\(agent2State).log")
+                agents2.append(agent2)
+                let node2ID = try await eventually("the second agent to finish its join") {
+                    () async throws -> String? in
+                    if let code = agent2.exitCode {
+                        throw HarnessError("agent2 exited with \(code):\n\(agent2.logTail())")
+                    }
+                    let text = try? String(contentsOfFile: "\(agent2State)/identity/node-id", encoding: .utf8)
+                    return text.map { $0.trimmingCharacters(in: .whitespacesAndNewlines).lowercased() }
+                        .flatMap { UUID(uuidString: $0) == nil ? nil : $0 }
+                }
+                try await f.coordinator.waitForNode(node2ID, state: "ready")
+
+                let apply = try await f.muster(["cluster", "apply", "--node", node2ID, "--json", "--timeout", "10m"])
+                let service2 = (try? String(contentsOfFile: "\(f.root)/service2.log", encoding: .utf8)) ?? ""
+                #expect(
+                    apply.status == 0,
+                    "cluster apply exited \(apply.status)\n\(apply.stdout.suffix(4000))\n\(apply.stderr.suffix(2000))\nagent2:\n\(agent2.logTail(3000))\nservice2:\n\(service2.suffix(2000))\n\(f.diagnostics())"
+                )
+                #expect(Self.workflowState(Self.summary(apply.stdout)) == "succeeded", "\(apply.stdout.suffix(2000))")
+                #expect(apply.stdout.contains("mount volume shared"), "\(apply.stdout.suffix(3000))")
+
+                // Query the second node's service ourselves, from its namespace.
+                func get(_ path: String) async throws -> HTTPAnswer {
+                    let r = try await runCommand(
+                        "/usr/bin/curl", ["-sS", "--max-time", "10", "-o", "-", "-w", "\n%{http_code}", f.url(path)],
+                        netns: netns, timeout: .seconds(30))
+                    var lines = r.stdout.split(separator: "\n", omittingEmptySubsequences: false)
+                    let status = Int(lines.popLast() ?? "") ?? 0
+                    return HTTPAnswer(status: status, body: lines.joined(separator: "\n"))
+                }
+                let stats = try await get("/stats")
+                #expect(stats.object?["mode"] as? String == "postgres", "\(stats.body)")
+                #expect((stats.object?["tables"] as? [String: Int]) == f.tables, "\(stats.body)")
+                let repos = try await get("/repos")
+                #expect(repos.object?["count"] as? Int == f.tables["repositories"], "\(repos.body.prefix(2000))")
+                #expect(repos.object?["missing"] as? Int == 0, "\(repos.body.prefix(2000))")
+                // The first node still serves too.
+                let first = try await Self.http(f.url("/stats"))
+                #expect((first.object?["tables"] as? [String: Int]) == f.tables, "\(first.body)")
+            } catch {
+                await stopSecondNode()
+                throw error
+            }
+            await stopSecondNode()
+        }
+    }
+
     /// A TCP forwarder (Python, standard library) from 127.0.0.1:`from` to `host:to`: makes PostgreSQL reachable
     /// where the profile pointed the service.
-    static func startForwarder(_ f: Fixture, from: Int, to: Int, host: String) async throws -> ChildProcess {
+    static func startForwarder(
+        _ f: Fixture, from: Int, to: Int, host: String, listen: String = "127.0.0.1"
+    ) async throws -> ChildProcess {
         let script = """
             import socket, sys, threading
             def pipe(a, b):
@@ -873,7 +1038,7 @@ struct SeedClusterTests {
                             pass
             server = socket.socket()
             server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            server.bind(("127.0.0.1", \(from)))
+            server.bind(("\(listen)", \(from)))
             server.listen(64)
             print("forwarding", flush=True)
             while True:
