@@ -17,8 +17,8 @@ require_root() {
 }
 
 # A TCP port on 127.0.0.1 that was free a moment ago.
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+free_port() { # [ADDRESS] (default 127.0.0.1)
+    python3 -c 'import socket,sys; s=socket.socket(); s.bind((sys.argv[1],0)); print(s.getsockname()[1])' "${1:-127.0.0.1}"
 }
 
 # wait_until TIMEOUT_SECONDS DESCRIPTION CMD... : polls CMD every 0.2 s until it succeeds.

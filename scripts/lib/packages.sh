@@ -5,6 +5,7 @@ MUSTER_DEB_PACKAGES=(
     libsystemd-dev libsqlite3-dev pkg-config erofs-utils rsync
     postgresql postgresql-contrib iproute2 openssl sqlite3 python3 procps util-linux
     git python3-psycopg2 python3-yaml nfs-ganesha nfs-ganesha-vfs libnfs-utils rpcbind
+    systemd dbus curl
 )
 
 # ensure_packages [PKG...]: installs whatever of the list is missing. Fast (dpkg -s only) when all are present.

@@ -4,6 +4,8 @@
 #   pg_throwaway_stop    -> stops it and removes its directory
 # initdb refuses to run as root, so as root the cluster runs as the `postgres` OS user (made by the
 # postgresql-common package). Listens on 127.0.0.1 and a unix socket in its directory; fsync off (tests only).
+# PG_LISTEN=ADDR listens on ADDR instead of 127.0.0.1 (e.g. a bridge address that network namespaces reach), and
+# PG_TRUST_CIDR=CIDR lets clients from CIDR in without a password (a pg_hba.conf `host … trust` line).
 
 PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
 PG_OS_USER=${PG_OS_USER:-postgres}
@@ -13,11 +15,11 @@ _pg_as() {
 }
 
 pg_throwaway_start() {
-    local port dir max_conn=${PG_MAX_CONNECTIONS:-300}
+    local port dir max_conn=${PG_MAX_CONNECTIONS:-300} listen=${PG_LISTEN:-127.0.0.1}
     [ -x "$PG_BIN/initdb" ] || die "no PostgreSQL server binaries in $PG_BIN (package postgresql)"
     # Always a free port: PG_THROWAWAY_PORT is this function's output, and a nested run (scripts/test → the
     # example's selftest) inherits the outer cluster's port through the environment.
-    port=$(free_port)
+    port=$(free_port "$listen")
     dir=$(mktemp -d /tmp/muster-pg.XXXXXX)
     chmod 755 "$dir"
     [ "$(id -u)" = 0 ] && chown "$PG_OS_USER" "$dir"
@@ -27,8 +29,9 @@ pg_throwaway_start() {
         rm -rf "$dir"
         die "initdb failed"
     fi
+    [ -n "${PG_TRUST_CIDR:-}" ] && echo "host all all $PG_TRUST_CIDR trust" >>"$dir/data/pg_hba.conf"
     if ! _pg_as "$PG_BIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 -o \
-        "-p $port -k $dir -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=$max_conn" \
+        "-p $port -k $dir -c listen_addresses=$listen -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=$max_conn" \
         start >/dev/null; then
         cat "$dir/server.log" >&2
         rm -rf "$dir"
@@ -36,9 +39,9 @@ pg_throwaway_start() {
     fi
     PG_THROWAWAY_DIR=$dir
     PG_THROWAWAY_PORT=$port
-    PG_THROWAWAY_URL="postgres://postgres@127.0.0.1:$port/postgres?sslmode=disable"
+    PG_THROWAWAY_URL="postgres://postgres@$listen:$port/postgres?sslmode=disable"
     export PG_THROWAWAY_DIR PG_THROWAWAY_PORT PG_THROWAWAY_URL
-    log "throwaway PostgreSQL on 127.0.0.1:$port (data in $dir)"
+    log "throwaway PostgreSQL on $listen:$port (data in $dir)"
 }
 
 pg_throwaway_stop() {

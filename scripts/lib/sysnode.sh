@@ -2,7 +2,10 @@
 # A systemd *system* manager as PID 1 of new PID+mount+UTS namespaces ("one simulated host"), optionally inside
 # a network namespace — the scripts' port of ../shared/recipes/sysmgr.sh (TESTING.md), as the tests' SystemNode.
 #
-#   sysnode_start NAME [NETNS]  -> boots it; units come only from $SYSNODE_ROOT/NAME/units (SYSTEMD_UNIT_PATH)
+#   sysnode_start NAME [NETNS] [HELPERS]
+#                               -> boots it; units come only from $SYSNODE_ROOT/NAME/units (SYSTEMD_UNIT_PATH);
+#                                  HELPERS: a directory whose files (e.g. the mount.nfs4 stand-in of TESTING.md)
+#                                  are laid over /usr/sbin in the node's mount namespace only (read-only overlay)
 #   sysnode_exec NAME CMD...    -> runs CMD inside the node (its systemctl, journalctl…)
 #   sysnode_bus NAME            -> the node's system bus address, for a host process (the agent) to drive it:
 #                                  DBUS_SYSTEM_BUS_ADDRESS=$(sysnode_bus NAME) muster-agent … --systemd system
@@ -19,7 +22,7 @@ sysnode_units() { echo "$SYSNODE_ROOT/$1/units"; }
 sysnode_bus() { echo "unix:path=$SYSNODE_ROOT/$1/run/dbus/system_bus_socket"; }
 
 sysnode_start() {
-    local name=$1 netns=${2:-} base=$SYSNODE_ROOT/$1 cg="muster-sysnode-$1" t s h sp state pre=""
+    local name=$1 netns=${2:-} helpers=${3:-} base=$SYSNODE_ROOT/$1 cg="muster-sysnode-$1" t s h sp state pre="" over=""
     mkdir -p "$base"/{units,run,log}
     for t in sysinit basic shutdown local-fs local-fs-pre swap umount sockets timers paths slices network \
         network-pre network-online final exit poweroff halt emergency multi-user; do
@@ -37,11 +40,13 @@ sysnode_start() {
         cat /sys/fs/cgroup/cpuset/cpuset.mems >"/sys/fs/cgroup/cpuset/$cg/cpuset.mems"
     fi
     [ -n "$netns" ] && pre="nsenter --net=/run/netns/$netns"
+    [ -n "$helpers" ] && over="mount -t overlay overlay -o ro,lowerdir=$helpers:/usr/sbin /usr/sbin &&"
     setsid bash -c '
       for h in '"$(_sysnode_hier | tr '\n' ' ')"'; do echo $$ > "$h/'"$cg"'/cgroup.procs"; done
       exec '"$pre"' unshare --pid --fork --mount --mount-proc --uts --propagation private sh -c "
         mount --bind '"$base"'/run /run &&
         mount --bind '"$base"'/hostname /etc/hostname && mount --bind '"$base"'/machine-id /etc/machine-id &&
+        '"$over"'
         exec env -i container=muster-node SYSTEMD_UNIT_PATH='"$base"'/units \
           /lib/systemd/systemd --system --unit=node.target --log-target=console --log-level=notice"
     ' >"$base/log/console" 2>&1 </dev/null &

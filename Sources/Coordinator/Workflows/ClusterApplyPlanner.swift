@@ -56,7 +56,10 @@ public enum ClusterApplyPlanner {
                             order: 0)
                     ]))
         }
-        steps.append(contentsOf: SeedPlanner.verificationSteps(profile: profile, unit: profile.service.unit))
+        // With a module the service runs as the module's units, not as the standalone host's unit.
+        steps.append(
+            contentsOf: SeedPlanner.verificationSteps(
+                profile: profile, unit: module.map { "module \($0.name)" } ?? profile.service.unit))
         steps[steps.count - 1].window = nil
         return steps
     }
