@@ -62,7 +62,7 @@ struct MigrateSQLiteCommand: AsyncParsableCommand {
     static func execute(spec: MigrationSpec, json: Bool) async -> Int32 {
         var logger = Logger(label: "muster.migrate-sqlite")
         logger.logLevel = .warning
-        // MUSTER_LOG_LEVEL=info shows the run's phases with their times (on stderr).
+        // MUSTER_LOG_LEVEL=debug shows the run's phases with their times (on stderr).
         if let level = ProcessInfo.processInfo.environment["MUSTER_LOG_LEVEL"].flatMap(Logger.Level.init(rawValue:)) {
             logger = Logger(label: "muster.migrate-sqlite") { label in
                 var handler = StreamLogHandler.standardError(label: label)

@@ -710,14 +710,14 @@ struct MigrationEngine: Sendable {
         }
     }
 
-    /// Logs the run's phases with the time since the start (`info`; the command shows them with
-    /// `MUSTER_LOG_LEVEL=info`).
+    /// Logs the run's phases with the time since the start (`debug`; the command shows them with
+    /// `MUSTER_LOG_LEVEL=debug`).
     struct PhaseTrace {
         var logger: Logger
         var started: ContinuousClock.Instant
 
         func callAsFunction(_ what: @autoclosure () -> String) {
-            logger.info("\(String(format: "%7.3f", (ContinuousClock.now - started).seconds)) s  \(what())")
+            logger.debug("\(String(format: "%7.3f", (ContinuousClock.now - started).seconds)) s  \(what())")
         }
     }
 
