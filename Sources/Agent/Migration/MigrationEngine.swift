@@ -277,7 +277,11 @@ struct MigrationEngine: Sendable {
                 report.errorRows += result.errorRows
             }
             // The verdict per table; marks go over the main connection (the sequence was set and checked by the
-            // table's own finishing task).
+            // table's own finishing task). A source written to since its opening stamp gets no `verified:` mark
+            // (its opening hash may already show the new bytes, and a re-run must not skip what was read before).
+            let written = Set(
+                report.sources.indices.filter { i in i < stamps.count && (try? FileStamp(report.sources[i].path)) != stamps[i] }
+                    .map { report.sources[$0].path })
             for (i, plan) in plans.enumerated() {
                 guard let outcome = results[plan.name] else { continue }
                 var ok = report.tables[i].targetChecksum == report.tables[i].sourceChecksum
@@ -293,7 +297,7 @@ struct MigrationEngine: Sendable {
                 if actions[plan.name] != .loadExisting {
                     try await main.run("ALTER TABLE \(plan.qualified) RESET (autovacuum_enabled)", logger: logger)
                 }
-                if ok {
+                if ok, !written.contains(plan.sourcePath) {
                     try await mark(plan, "verified", sha: sha[plan.sourcePath] ?? "", connection: main)
                     trace("\(plan.name) marked verified")
                 }
