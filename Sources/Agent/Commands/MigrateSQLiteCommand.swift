@@ -62,6 +62,15 @@ struct MigrateSQLiteCommand: AsyncParsableCommand {
     static func execute(spec: MigrationSpec, json: Bool) async -> Int32 {
         var logger = Logger(label: "muster.migrate-sqlite")
         logger.logLevel = .warning
+        // MUSTER_LOG_LEVEL=debug shows the run's phases with their times (on stderr).
+        if let level = ProcessInfo.processInfo.environment["MUSTER_LOG_LEVEL"].flatMap(Logger.Level.init(rawValue:)) {
+            logger = Logger(label: "muster.migrate-sqlite") { label in
+                var handler = StreamLogHandler.standardError(label: label)
+                handler.logLevel = level
+                return handler
+            }
+            logger.logLevel = level
+        }
         let tty = isatty(STDERR_FILENO) == 1
         let progress = ProgressPrinter(enabled: tty && !json)
         do {

@@ -37,14 +37,25 @@ struct MigrationEngine: Sendable {
         var report = MigrationReport()
         report.dryRun = spec.dryRun
 
-        // 1. Fingerprint the sources, take snapshots if asked, read the schemas.
+        // 1. Stamp the sources (size, mtime, inode), take snapshots if asked, read the schemas. The opening SHA-256
+        //    is taken here only for a snapshot or a dry run; otherwise when the target holds a `verified:` mark to
+        //    compare it with (a resumed run), or else while the copy runs (see ``execute``). The stamps, taken again
+        //    at the end, cover a write in the time before the concurrent hash read the bytes it changed.
         var snapshotDir: String?
         defer { if let snapshotDir { try? FileManager.default.removeItem(atPath: snapshotDir) } }
         var plans: [TablePlan] = []
         var readPaths: [String: String] = [:]
+        var stamps: [FileStamp] = []
         for path in spec.databases {
-            let fp = try Self.fingerprint(path)
-            report.sources.append(.init(path: path, sizeBefore: fp.size, sha256Before: fp.sha256, snapshot: spec.snapshot))
+            stamps.append(try FileStamp(path))
+            var source = MigrationReport.Source(
+                path: path, sizeBefore: stamps[stamps.count - 1].size, sha256Before: "", snapshot: spec.snapshot)
+            if spec.snapshot || spec.dryRun {
+                let fp = try Self.fingerprint(path)
+                source.sizeBefore = fp.size
+                source.sha256Before = fp.sha256
+            }
+            report.sources.append(source)
             var readPath = path
             if spec.snapshot {
                 let dir = snapshotDir ?? NSTemporaryDirectory() + "muster-migrate-\(UUID().uuidString.prefix(8))"
@@ -80,8 +91,8 @@ struct MigrationEngine: Sendable {
         let main = try await target.connect(logger: logger)
         do {
             let result = try await execute(
-                main: main, plans: plans, readPaths: readPaths, report: report, target: target, jobs: jobs,
-                started: started, progress: progress)
+                main: main, plans: plans, readPaths: readPaths, report: report, stamps: stamps, target: target,
+                jobs: jobs, started: started, progress: progress)
             try? await main.close()
             return result
         } catch {
@@ -92,15 +103,21 @@ struct MigrationEngine: Sendable {
 
     private func execute(
         main: PostgresConnection, plans: [TablePlan], readPaths: [String: String], report initial: MigrationReport,
-        target: PostgresTarget, jobs: Int, started: ContinuousClock.Instant,
+        stamps: [FileStamp], target: PostgresTarget, jobs: Int, started: ContinuousClock.Instant,
         progress: @escaping @Sendable (TableProgress) -> Void
     ) async throws -> MigrationReport {
         var report = initial
         var actions: [String: MigrationReport.Action] = [:]
+        let trace = PhaseTrace(logger: logger, started: started)
         do {
-            actions = try await decide(plans: plans, report: report, connection: main)
+            actions = try await decide(plans: plans, report: &report, connection: main)
         } catch let e as MusterError { throw e } catch { throw connectionLost(error, during: "inspecting the target") }
-        let sha = Dictionary(uniqueKeysWithValues: report.sources.map { ($0.path, $0.sha256Before) })
+        trace("target inspected")
+        // Sources still without an opening SHA-256 (no snapshot, no `verified:` mark to compare with) are hashed on
+        // a thread of their own while the copy runs; the table marks written before that is done carry no hash
+        // (`loading:`), the `verified:` marks at the end always do.
+        let pendingPrints = report.sources.indices.filter { report.sources[$0].sha256Before.isEmpty }
+        var sha = Dictionary(uniqueKeysWithValues: report.sources.map { ($0.path, $0.sha256Before) })
 
         for plan in plans {
             report.tables.append(
@@ -123,7 +140,13 @@ struct MigrationEngine: Sendable {
                 if action == .reload || action == .replace {
                     try await main.run("DROP TABLE IF EXISTS \(plan.qualified) CASCADE", logger: logger)
                 }
-                if action != .loadExisting { try await main.run(plan.createSQL, logger: logger) }
+                if action != .loadExisting {
+                    try await main.run(plan.createSQL, logger: logger)
+                    // No autovacuum while we load: a worker that starts on a freshly copied table holds a lock
+                    // that our CREATE INDEX, ALTER TABLE and COMMENT wait for until PostgreSQL cancels it, a second
+                    // each (deadlock_timeout), and it scans the table while we still copy. Reset at the verdict.
+                    try await main.run("ALTER TABLE \(plan.qualified) SET (autovacuum_enabled = off)", logger: logger)
+                }
                 try await mark(plan, "loading", sha: sha[plan.sourcePath] ?? "", connection: main)
             }
         } catch let e as MusterError { throw e } catch { throw connectionLost(error, during: "creating tables") }
@@ -133,29 +156,44 @@ struct MigrationEngine: Sendable {
         //    a task of its own adds the table's keys and indexes and takes the target checksum, while the copy slots
         //    move on. A table is only marked verified at the end, so an interrupted run leaves it `loading` and the
         //    next run drops and reloads it whole.
-        let pool = NIOThreadPool(numberOfThreads: jobs)
+        // One thread more than copy jobs: the source hashes run beside the copies instead of delaying their reads.
+        let pool = NIOThreadPool(numberOfThreads: jobs + 1)
         pool.start()
         defer { pool.shutdownGracefully { _ in } }
         var results: [String: CopyOutcome] = [:]
         // The sources' closing fingerprints, taken as soon as every chunk has been read (while the last indexes and
         // checksums run on the server) instead of after everything.
         var closingPrints: [(size: Int64, sha256: String)]?
+        var openingPrints: [Int: (size: Int64, sha256: String)] = [:]
         let sourcePaths = report.sources.map(\.path)
-        let ordered = toLoad.sorted { $0.table.rowCount > $1.table.rowCount }
         do {
-            var units: [CopyUnit] = []
-            for plan in ordered {
+            // Tables with the most rows first (their keys, indexes and checksums cost the server the most, so they
+            // are built while later tables are copied), large ones in key-range chunks by rows and by the bytes they
+            // will send (estimated from a sample), so the last units to run are small and every job stays busy.
+            var sized: [(plan: TablePlan, readPath: String, ranges: [ClosedRange<Int64>?], bytes: Int64)] = []
+            for plan in toLoad {
                 let readPath = readPaths[plan.sourcePath] ?? plan.sourcePath
-                let ranges = try Self.chunkRanges(plan, readPath: readPath, chunkRows: spec.chunkRows ?? Self.defaultChunkRows)
+                let bytes = try Self.estimatedBytes(plan, readPath: readPath)
+                let ranges = try Self.chunkRanges(
+                    plan, readPath: readPath, chunkRows: spec.chunkRows ?? Self.defaultChunkRows,
+                    estimatedBytes: bytes)
+                sized.append((plan, readPath, ranges, bytes))
+                trace("\(plan.name): ~\(bytes >> 20) MiB to send, \(ranges.count) chunks")
+            }
+            sized.sort { $0.plan.table.rowCount != $1.plan.table.rowCount ? $0.plan.table.rowCount > $1.plan.table.rowCount : $0.bytes > $1.bytes }
+            var units: [CopyUnit] = []
+            for (plan, readPath, ranges, _) in sized {
                 let tally = ChunkTally(table: plan.name, total: plan.table.rowCount, chunks: ranges.count, progress: progress)
                 for (k, range) in ranges.enumerated() {
                     units.append(CopyUnit(plan: plan, readPath: readPath, range: range, index: k, count: ranges.count,
                                           existing: actions[plan.name] == .loadExisting, tally: tally))
                 }
             }
+            trace("planned \(units.count) copy units")
             enum Step: Sendable {
                 case copied(CopyUnit, TableCopier.Result)
                 case finished(CopyOutcome)
+                case opened([Int: (size: Int64, sha256: String)])
                 case fingerprinted([(size: Int64, sha256: String)])
             }
             try await withThrowingTaskGroup(of: Step.self) { group in
@@ -170,11 +208,21 @@ struct MigrationEngine: Sendable {
                         .copied(unit, try await copyChunk(unit, target: target, pool: pool))
                     }
                 }
+                if !pendingPrints.isEmpty {
+                    group.addTask {
+                        .opened(try await pool.runIfActive {
+                            var out: [Int: (size: Int64, sha256: String)] = [:]
+                            for i in pendingPrints { out[i] = try Self.fingerprint(sourcePaths[i]) }
+                            return out
+                        })
+                    }
+                }
                 for _ in 0..<jobs { addNext() }
                 while let step = try await group.next() {
                     switch step {
                     case .copied(let unit, let result):
                         copiedUnits += 1
+                        trace("copied \(unit.plan.name) chunk \(unit.index + 1)/\(unit.count)")
                         if copiedUnits == units.count {
                             // Every read of the sources is done (only a checksum mismatch reads one again; the
                             // fingerprints are then taken again at the end).
@@ -193,17 +241,28 @@ struct MigrationEngine: Sendable {
                         }
                         addNext()
                     case .finished(let outcome):
+                        trace("verified \(outcome.name) on the server")
                         results[outcome.name] = outcome
+                    case .opened(let prints):
+                        trace("opening source hashes taken")
+                        openingPrints = prints
                     case .fingerprinted(let prints):
+                        trace("closing source hashes taken")
                         closingPrints = prints
                     }
                 }
             }
         } catch let e as MusterError { throw e } catch { throw connectionLost(error, during: "copying") }
+        for (i, fp) in openingPrints {
+            report.sources[i].sizeBefore = fp.size
+            report.sources[i].sha256Before = fp.sha256
+            sha[report.sources[i].path] = fp.sha256
+        }
 
         // 5. Foreign keys, then sequences and the verdict per table.
         do {
             report.warnings += try await addForeignKeys(plans: toLoad, all: plans, connection: main)
+            trace("foreign keys added")
             for (i, plan) in plans.enumerated() {
                 guard let outcome = results[plan.name] else { continue }
                 let result = outcome.result
@@ -218,7 +277,11 @@ struct MigrationEngine: Sendable {
                 report.errorRows += result.errorRows
             }
             // The verdict per table; marks go over the main connection (the sequence was set and checked by the
-            // table's own finishing task).
+            // table's own finishing task). A source written to since its opening stamp gets no `verified:` mark
+            // (its opening hash may already show the new bytes, and a re-run must not skip what was read before).
+            let written = Set(
+                report.sources.indices.filter { i in i < stamps.count && (try? FileStamp(report.sources[i].path)) != stamps[i] }
+                    .map { report.sources[$0].path })
             for (i, plan) in plans.enumerated() {
                 guard let outcome = results[plan.name] else { continue }
                 var ok = report.tables[i].targetChecksum == report.tables[i].sourceChecksum
@@ -231,16 +294,28 @@ struct MigrationEngine: Sendable {
                     }
                 }
                 report.tables[i].verified = ok
-                if ok { try await mark(plan, "verified", sha: sha[plan.sourcePath] ?? "", connection: main) }
+                if actions[plan.name] != .loadExisting {
+                    try await main.run("ALTER TABLE \(plan.qualified) RESET (autovacuum_enabled)", logger: logger)
+                }
+                if ok, !written.contains(plan.sourcePath) {
+                    try await mark(plan, "verified", sha: sha[plan.sourcePath] ?? "", connection: main)
+                    trace("\(plan.name) marked verified")
+                }
             }
         } catch let e as MusterError { throw e } catch { throw connectionLost(error, during: "verifying") }
 
-        // 6. Prove the sources were not modified.
+        trace("verdicts and marks written")
+
+        // 6. Prove the sources were not modified: the same SHA-256, and the same stamp (a write between the opening
+        //    stamp and the moment the opening hash read those bytes would change the modification time).
         if results.values.contains(where: { $0.firstDifference != nil }) { closingPrints = nil }
         for i in report.sources.indices {
             let fp = try closingPrints.map { $0[i] } ?? Self.fingerprint(report.sources[i].path)
             report.sources[i].sizeAfter = fp.size
             report.sources[i].sha256After = fp.sha256
+            if i < stamps.count, (try? FileStamp(report.sources[i].path)) != stamps[i] {
+                report.sources[i].modifiedDuringRun = true
+            }
             if !report.sources[i].unchanged && !spec.snapshot {
                 report.warnings.append(
                     "source \(report.sources[i].path) changed during the migration (another process wrote to it); "
@@ -248,6 +323,7 @@ struct MigrationEngine: Sendable {
             }
         }
         report.seconds = (ContinuousClock.now - started).seconds
+        trace("done")
         return report
     }
 
@@ -293,16 +369,29 @@ struct MigrationEngine: Sendable {
         }
     }
 
+    /// Estimated COPY bytes per chunk above which a table with an integer primary key is split, so that a table of
+    /// wide rows (large text, blobs) is not one long unit at the end of the run.
+    static let defaultChunkBytes: Int64 = 32 << 20
+
     /// The key ranges a table is copied in: one (`nil`, the whole table) unless it has an integer primary key
-    /// (a rowid alias) and more than `chunkRows` rows; then equal slices of `min(key)...max(key)`.
-    static func chunkRanges(_ plan: TablePlan, readPath: String, chunkRows: Int) throws(MusterError)
-        -> [ClosedRange<Int64>?]
-    {
-        guard chunkRows > 0, plan.table.rowCount > Int64(chunkRows), let key = plan.identityColumn else { return [nil] }
+    /// (a rowid alias) and more than `chunkRows` rows or more than `chunkBytes` estimated bytes; then equal slices of
+    /// `min(key)...max(key)`, enough for both limits (at most 64).
+    static func chunkRanges(
+        _ plan: TablePlan, readPath: String, chunkRows: Int, estimatedBytes: Int64 = 0,
+        chunkBytes: Int64 = defaultChunkBytes
+    ) throws(MusterError) -> [ClosedRange<Int64>?] {
+        guard chunkRows > 0, let key = plan.identityColumn else { return [nil] }
+        let byRows = (plan.table.rowCount + Int64(chunkRows) - 1) / Int64(chunkRows)
+        let byBytes = chunkBytes > 0 ? (estimatedBytes + chunkBytes - 1) / chunkBytes : 1
+        let wanted = min(64, max(byRows, byBytes), plan.table.rowCount)
+        guard wanted > 1 else { return [nil] }
         let db = try SQLiteDatabase(path: readPath)
-        let rows = try db.rows("SELECT min(\(quoteSQLite(key.name))), max(\(quoteSQLite(key.name))) FROM \(quoteSQLite(plan.table.name))")
+        // Two subqueries: SQLite answers a lone min() or max() of the rowid from the b-tree's ends, but scans the
+        // whole table for `SELECT min(k), max(k)`.
+        let (k, t) = (quoteSQLite(key.name), quoteSQLite(plan.table.name))
+        let rows = try db.rows("SELECT (SELECT min(\(k)) FROM \(t)), (SELECT max(\(k)) FROM \(t))")
         guard let r = rows.first, r.count == 2, let lo = r[0].int, let hi = r[1].int, lo < hi else { return [nil] }
-        let n = Int64(min(64, (plan.table.rowCount + Int64(chunkRows) - 1) / Int64(chunkRows)))
+        let n = wanted
         let span = hi.subtractingReportingOverflow(lo)
         guard !span.overflow, n > 1 else { return [nil] }
         let step = span.partialValue / n + 1
@@ -427,8 +516,8 @@ struct MigrationEngine: Sendable {
 
     /// Decides what to do with every table, refusing (before any write) when a target table holds data we did
     /// not load or has other columns.
-    private func decide(plans: [TablePlan], report: MigrationReport, connection: PostgresConnection) async throws
-        -> [String: MigrationReport.Action]
+    private func decide(plans: [TablePlan], report: inout MigrationReport, connection: PostgresConnection)
+        async throws -> [String: MigrationReport.Action]
     {
         let schema = pgLiteral(spec.schema)
         var comments: [String: String] = [:]
@@ -446,7 +535,16 @@ struct MigrationEngine: Sendable {
         {
             if let t = r[0], let c = r[1], let d = r[2] { columns[t, default: []].append((c, d)) }
         }
-        let sha = Dictionary(uniqueKeysWithValues: report.sources.map { ($0.path, $0.sha256Before) })
+        // A `verified:` mark is compared with the source's SHA-256, which is then needed before anything else.
+        func sha(_ path: String) throws(MusterError) -> String {
+            guard let i = report.sources.firstIndex(where: { $0.path == path }) else { return "" }
+            if report.sources[i].sha256Before.isEmpty {
+                let fp = try Self.fingerprint(path)
+                report.sources[i].sizeBefore = fp.size
+                report.sources[i].sha256Before = fp.sha256
+            }
+            return report.sources[i].sha256Before
+        }
         var actions: [String: MigrationReport.Action] = [:]
         var refusals: [String] = []
         for plan in plans {
@@ -463,7 +561,7 @@ struct MigrationEngine: Sendable {
             let sameColumns = want.count == have.count && zip(want, have).allSatisfy { $0.0 == $1.0 && $0.1 == $1.1 }
             if comment.hasPrefix(Self.markerPrefix) {
                 let state = comment.dropFirst(Self.markerPrefix.count)
-                if state == "verified:" + (sha[plan.sourcePath] ?? "") && sameColumns {
+                if state.hasPrefix("verified:"), sameColumns, state == "verified:" + (try sha(plan.sourcePath)) {
                     actions[plan.name] = .skip
                 } else if state.hasPrefix("loading:") {
                     actions[plan.name] = .reload
@@ -573,7 +671,59 @@ struct MigrationEngine: Sendable {
         return MusterError(.internal, "PostgreSQL error while \(what): \(PostgresTarget.describe(error))", cause: error)
     }
 
+    /// The bytes a table will send, estimated from its first rows: the average text length of each value (blobs
+    /// twice, for their hex), times the row count. Used to order and split the copy, nothing else.
+    static func estimatedBytes(_ plan: TablePlan, readPath: String, sampleRows: Int = 1000) throws(MusterError)
+        -> Int64
+    {
+        guard plan.table.rowCount > 0, !plan.columns.isEmpty else { return 0 }
+        let perValue = plan.columns.map { c -> String in
+            let q = quoteSQLite(c.name)
+            return "CASE WHEN typeof(\(q)) = 'blob' THEN 2 * length(\(q)) + 3 ELSE ifnull(length(\(q)), 2) END + 1"
+        }
+        let sql = "SELECT count(*), sum(" + perValue.joined(separator: " + ") + ") FROM (SELECT "
+            + plan.columns.map { quoteSQLite($0.name) }.joined(separator: ", ") + " FROM " + quoteSQLite(plan.table.name)
+            + " LIMIT \(sampleRows))"
+        let rows = try SQLiteDatabase(path: readPath).rows(sql)
+        guard let r = rows.first, r.count == 2, let n = r[0].int, n > 0, let sum = r[1].int else { return 0 }
+        return Int64((Double(sum) / Double(n) * Double(plan.table.rowCount)).rounded())
+    }
+
     // MARK: - Fingerprint
+
+    /// What `stat` says about a source: a write changes the size or the modification time; a replaced file the
+    /// inode.
+    struct FileStamp: Equatable, Sendable {
+        var size: Int64
+        var modified: timespec
+        var device: UInt64
+        var inode: UInt64
+
+        init(_ path: String) throws(MusterError) {
+            var st = stat()
+            guard stat(path, &st) == 0 else { throw MusterError(.usage, "cannot read SQLite source \(path)") }
+            size = Int64(st.st_size)
+            modified = st.st_mtim
+            device = UInt64(st.st_dev)
+            inode = UInt64(st.st_ino)
+        }
+
+        static func == (a: FileStamp, b: FileStamp) -> Bool {
+            a.size == b.size && a.modified.tv_sec == b.modified.tv_sec && a.modified.tv_nsec == b.modified.tv_nsec
+                && a.device == b.device && a.inode == b.inode
+        }
+    }
+
+    /// Logs the run's phases with the time since the start (`debug`; the command shows them with
+    /// `MUSTER_LOG_LEVEL=debug`).
+    struct PhaseTrace {
+        var logger: Logger
+        var started: ContinuousClock.Instant
+
+        func callAsFunction(_ what: @autoclosure () -> String) {
+            logger.debug("\(String(format: "%7.3f", (ContinuousClock.now - started).seconds)) s  \(what())")
+        }
+    }
 
     /// Size and SHA-256 of a file, read in 1 MiB chunks.
     static func fingerprint(_ path: String) throws(MusterError) -> (size: Int64, sha256: String) {

@@ -10,9 +10,13 @@ struct MigrationReport: Sendable, Codable {
         var sizeAfter: Int64?
         var sha256After: String?
         var snapshot: Bool
-        var unchanged: Bool { sizeAfter == sizeBefore && sha256After == sha256Before }
+        /// The file's size, modification time or inode changed during the run (even if its hash did not).
+        var modifiedDuringRun = false
+        var unchanged: Bool { sizeAfter == sizeBefore && sha256After == sha256Before && !modifiedDuringRun }
 
-        enum CodingKeys: String, CodingKey { case path, sizeBefore, sha256Before, sizeAfter, sha256After, snapshot, unchanged }
+        enum CodingKeys: String, CodingKey {
+            case path, sizeBefore, sha256Before, sizeAfter, sha256After, snapshot, modifiedDuringRun, unchanged
+        }
 
         func encode(to encoder: any Encoder) throws {
             var c = encoder.container(keyedBy: CodingKeys.self)
@@ -22,6 +26,7 @@ struct MigrationReport: Sendable, Codable {
             try c.encodeIfPresent(sizeAfter, forKey: .sizeAfter)
             try c.encodeIfPresent(sha256After, forKey: .sha256After)
             try c.encode(snapshot, forKey: .snapshot)
+            if modifiedDuringRun { try c.encode(true, forKey: .modifiedDuringRun) }
             try c.encode(unchanged, forKey: .unchanged)
         }
 
@@ -40,6 +45,7 @@ struct MigrationReport: Sendable, Codable {
             sizeAfter = try c.decodeIfPresent(Int64.self, forKey: .sizeAfter)
             sha256After = try c.decodeIfPresent(String.self, forKey: .sha256After)
             snapshot = try c.decode(Bool.self, forKey: .snapshot)
+            modifiedDuringRun = try c.decodeIfPresent(Bool.self, forKey: .modifiedDuringRun) ?? false
         }
     }
 
@@ -141,7 +147,12 @@ struct MigrationReport: Sendable, Codable {
         }
         for w in warnings { out.append("warning: \(w)") }
         for s in sources {
-            let state = s.unchanged ? "unchanged" : (s.sha256After == nil ? "not re-checked" : "CHANGED")
+            let state =
+                s.unchanged
+                ? "unchanged"
+                : s.sha256After == nil
+                    ? "not re-checked"
+                    : s.sha256After == s.sha256Before ? "CHANGED (written to during the run)" : "CHANGED"
             out.append("source \(s.path): \(s.sizeBefore) bytes sha256 \(s.sha256Before) → \(state)\(s.snapshot ? " (read from an online backup)" : "")")
         }
         return out.joined(separator: "\n")

@@ -194,22 +194,35 @@ final class BatchReader: @unchecked Sendable {
         var buffer = allocator.buffer(capacity: TableCopier.batchBytes + 64 * 1024)
         if finished { return Batch(buffer: buffer, done: true) }
         let handle = stmt.handle
+        // The per-row state lives in locals for the batch: a stored property of a class is checked for exclusive
+        // access at run time on every mutation, which costs more than the rest of a small row's bookkeeping.
+        var encoder = self.encoder
+        var checksum = result.checksum
+        var rowsRead = result.rowsRead
+        defer {
+            self.encoder = encoder
+            result.checksum = checksum
+            result.rowsRead = rowsRead
+        }
         while buffer.readableBytes < TableCopier.batchBytes {
             guard try stmt.step() else {
                 finished = true
                 break
             }
-            result.rowsRead += 1
+            rowsRead += 1
             switch encoder.encode(handle, into: &buffer) {
             case .row(let hash):
-                result.checksum.add(hash)
+                checksum.add(hash)
             case .problem(let problem):
+                result.rowsRead = rowsRead
                 result.errorCount += 1
                 if result.errorRows.count < TableCopier.maxErrorRowsKept {
                     result.errorRows.append(errorRow(problem))
                 }
             }
         }
+        result.rowsRead = rowsRead
+        result.checksum = checksum
         result.bytes += Int64(buffer.readableBytes)
         countersLock.lock()
         _counters = (result.rowsRead, result.bytes)

@@ -1,4 +1,5 @@
 import Foundation
+import NIOCore
 import Shared
 import TestSupport
 import Testing
@@ -83,6 +84,8 @@ extension MigrationTests {
                 #"{"b": 1, "a": 2, "aa": 3, "a": 4}"#, #"[1, 2.50, 1e2, -0, 1E-2, 0.000]"#, #"  "x\u00e9\n\"\\\/\t"  "#,
                 #"{"nested": {"z": [true, false, null], "": {}}, "emoji": "🚀\ud83d\ude80"}"#, #"[]"#, #"{}"#, #"123456789012345678901234567890"#,
                 #"{"ctl": "\u0001\u001f"}"#,
+                #"{"repo": "golden/72", "ref": "refs/heads/release", "env": {"CI": "1", "LANG": "C.UTF-8"}, "args": ["x"]}"#,
+                #"{"b": {"yy": -0, "x": [-0, 0, -12, 3.0]}, "a": "pl/ain é", "aa": "esc\"aped", "a": "last"}"#, "-0", #""a\/b""#,
             ]
             let db = try TargetDatabase()
             defer { db.dropInBackground() }
@@ -93,6 +96,40 @@ extension MigrationTests {
             }
             for bad in [#"{"a": }"#, #"[1,]"#, #"01"#, #""\u0000""#, #"{"a" 1}"#, "nul", #""\ud800""#, "[1] x"] {
                 #expect(Array(bad.utf8).withUnsafeBufferPointer { JSONCanonical.canonicalize($0) } == nil, "\(bad)")
+            }
+        }
+
+        /// The word-at-a-time COPY escaping equals a byte-by-byte reference wherever the special bytes fall.
+        @Test func copyTextEscapingMatchesAByteByByteReference() {
+            func reference(_ bytes: [UInt8]) -> [UInt8] {
+                var out: [UInt8] = []
+                for b in bytes {
+                    switch b {
+                    case UInt8(ascii: "\\"): out += [UInt8(ascii: "\\"), UInt8(ascii: "\\")]
+                    case 0x09: out += [UInt8(ascii: "\\"), UInt8(ascii: "t")]
+                    case 0x0A: out += [UInt8(ascii: "\\"), UInt8(ascii: "n")]
+                    case 0x0D: out += [UInt8(ascii: "\\"), UInt8(ascii: "r")]
+                    default: out.append(b)
+                    }
+                }
+                return out
+            }
+            let specials: [[UInt8]] = [[0x09], [0x0A], [0x0D], [0x5C], Array("é".utf8), Array("🚀".utf8), [0x7F], [0x1F], [0x20]]
+            for length in 0..<40 {
+                for special in specials {
+                    for position in stride(from: 0, through: length, by: 3) {
+                        var bytes = Array(repeating: UInt8(ascii: "a"), count: length)
+                        bytes.insert(contentsOf: special, at: position)
+                        var buffer = ByteBuffer()
+                        let problem = bytes.withUnsafeBufferPointer { RowEncoder.appendEscaped($0, to: &buffer) }
+                        #expect(problem == nil)
+                        #expect(Array(buffer.readableBytesView) == reference(bytes), "\(bytes)")
+                    }
+                }
+            }
+            for bad: [UInt8] in [Array(repeating: 0x61, count: 17) + [0], Array(repeating: 0x61, count: 9) + [0xFF, 0x61]] {
+                var buffer = ByteBuffer()
+                #expect(bad.withUnsafeBufferPointer { RowEncoder.appendEscaped($0, to: &buffer) } != nil)
             }
         }
 
