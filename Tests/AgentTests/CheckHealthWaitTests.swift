@@ -2,17 +2,18 @@ import Foundation
 import NIOCore
 import NIOPosix
 import Shared
+import Synchronization
 import Testing
 
 @testable import Agent
 
 /// `checkHealth` with `waitSeconds`: probes are retried until they pass, against a real HTTP server on loopback that
-/// only becomes healthy after about a second.
+/// answers 503 to its first requests and 200 after that (by count, not by time, so a loaded machine changes nothing).
 @Suite("checkHealth: waitSeconds retries until the probes pass")
 struct CheckHealthWaitTests {
-    /// Answers 503 until `healthyAfter` has passed since the server started, then 200.
+    /// Answers 503 to the first `unhealthyAnswers` requests, then 200 (`Int.max`: never healthy).
     static func withSlowServer(
-        healthyAfter: Duration, _ body: @Sendable (Int) async throws -> Void
+        unhealthyAnswers: Int, _ body: @Sendable (Int) async throws -> Void
     ) async throws {
         let server = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -22,7 +23,7 @@ struct CheckHealthWaitTests {
                 }
             }
         let port = server.channel.localAddress?.port ?? 0
-        let healthyAt = ContinuousClock.now.advanced(by: healthyAfter)
+        let answered = AnswerCounter()
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask {
                 try await serveConnections(of: server) { connection in
@@ -32,7 +33,8 @@ struct CheckHealthWaitTests {
                             request += String(buffer: chunk)
                             if request.contains("\r\n\r\n") { break }
                         }
-                        let status = ContinuousClock.now < healthyAt ? "503 Service Unavailable" : "200 OK"
+                        let count = answered.next()
+                        let status = count <= unhealthyAnswers ? "503 Service Unavailable" : "200 OK"
                         try await outbound.write(ByteBuffer(string: "HTTP/1.0 \(status)\r\n\r\nok"))
                     }
                 }
@@ -42,6 +44,12 @@ struct CheckHealthWaitTests {
         }
     }
 
+    final class AnswerCounter: Sendable {
+        private let count = Atomic<Int>(0)
+        /// 1 for the first request, 2 for the second…
+        func next() -> Int { count.add(1, ordering: .relaxed).newValue }
+    }
+
     static func run(_ spec: CheckHealth.Spec) async throws -> JSONValue {
         let state = FileManager.default.temporaryDirectory.appendingPathComponent("muster-wait-\(UUID())").path
         return try await CheckHealth(collector: HealthCollector(stateDirectory: state)).run(
@@ -49,20 +57,20 @@ struct CheckHealthWaitTests {
     }
 
     @Test func waitSecondsRetriesUntilHealthy() async throws {
-        try await Self.withSlowServer(healthyAfter: .seconds(1)) { port in
+        try await Self.withSlowServer(unhealthyAnswers: 2) { port in
             let value = try await Self.run(
-                .init(http: ["http://127.0.0.1:\(port)/healthz"], timeoutMilliseconds: 2000, waitSeconds: 10))
+                .init(http: ["http://127.0.0.1:\(port)/healthz"], timeoutMilliseconds: 5000, waitSeconds: 60))
             let report = try value.decode(CheckHealth.Report.self)
             #expect(report.healthy)
-            #expect((report.rounds ?? 0) > 1, "rounds: \(String(describing: report.rounds))")
+            #expect(report.rounds == 3, "rounds: \(String(describing: report.rounds))")
             #expect(report.checks.map(\.detail) == ["HTTP 200"])
         }
     }
 
     @Test func withoutWaitSecondsOneRoundFails() async throws {
-        try await Self.withSlowServer(healthyAfter: .seconds(1)) { port in
+        try await Self.withSlowServer(unhealthyAnswers: 1) { port in
             await #expect {
-                _ = try await Self.run(.init(http: ["http://127.0.0.1:\(port)/healthz"], timeoutMilliseconds: 2000))
+                _ = try await Self.run(.init(http: ["http://127.0.0.1:\(port)/healthz"], timeoutMilliseconds: 5000))
             } throws: { error in
                 guard let failure = error as? TaskFailure, failure.code == MusterError.Code.verificationFailed.wireName,
                     let report = try? failure.details?.decode(CheckHealth.Report.self)
@@ -73,17 +81,19 @@ struct CheckHealthWaitTests {
     }
 
     @Test func waitSecondsEndsWithTheLastRoundsFailure() async throws {
-        let clock = ContinuousClock()
-        let started = clock.now
-        await #expect {
-            _ = try await Self.run(.init(http: ["http://127.0.0.1:1/x"], timeoutMilliseconds: 200, waitSeconds: 1))
-        } throws: { error in
-            guard let failure = error as? TaskFailure,
-                let report = try? failure.details?.decode(CheckHealth.Report.self)
-            else { return false }
-            return (report.rounds ?? 0) >= 2 && !report.healthy
+        try await Self.withSlowServer(unhealthyAnswers: .max) { port in
+            await #expect {
+                _ = try await Self.run(
+                    .init(http: ["http://127.0.0.1:\(port)/healthz"], timeoutMilliseconds: 5000, waitSeconds: 1))
+            } throws: { error in
+                guard let failure = error as? TaskFailure,
+                    failure.code == MusterError.Code.verificationFailed.wireName,
+                    let report = try? failure.details?.decode(CheckHealth.Report.self)
+                else { return false }
+                return (report.rounds ?? 0) >= 1 && !report.healthy && report.checks.map(\.detail) == ["HTTP 503"]
+                    && failure.message.contains("rounds")
+            }
         }
-        #expect(clock.now - started < .seconds(5))
     }
 
     @Test func waitSecondsOutOfRangeIsInvalidInput() async throws {

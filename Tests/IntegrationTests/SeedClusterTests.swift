@@ -396,6 +396,20 @@ struct SeedClusterTests {
 
     /// The standalone server is as it was: config bytes, SQLite file, local directories; service active and
     /// answering in SQLite mode.
+    /// `muster workflow rollback ID` exits 0 with the workflow rolled back, and the standalone server is as it was.
+    static func rollBackAndExpectStandalone(
+        _ f: Fixture, id: String, config: Data, sqliteTree: [String: Data], appTree: [String: Data], _ context: String
+    ) async throws {
+        let rollback = try await f.muster(["workflow", "rollback", id, "--json"])
+        #expect(
+            rollback.status == 0,
+            "rollback exited \(rollback.status)\n\(rollback.stdout.suffix(3000))\n\(rollback.stderr.suffix(2000))\n\(f.diagnostics())"
+        )
+        #expect(workflowState(summary(rollback.stdout)) == "rolled-back", "\(rollback.stdout.suffix(2000))")
+        try await expectStandaloneIntact(
+            f, config: config, sqliteTree: sqliteTree, appTree: appTree, context)
+    }
+
     static func expectStandaloneIntact(
         _ f: Fixture, config: Data, sqliteTree: [String: Data], appTree: [String: Data], _ context: String
     ) async throws {
@@ -479,16 +493,8 @@ struct SeedClusterTests {
             #expect((shown?["steps"] as? [[String: Any]])?.allSatisfy { $0["state"] as? String == "succeeded" } == true)
 
             // An operator may undo a finished seed: the standalone service comes back as it was.
-            let rollback = try await f.muster(["workflow", "rollback", id, "--json"])
-            #expect(
-                rollback.status == 0,
-                "rollback exited \(rollback.status)\n\(rollback.stdout.suffix(3000))\n\(rollback.stderr.suffix(2000))\n\(f.diagnostics())"
-            )
-            #expect(
-                Self.workflowState(Self.summary(rollback.stdout)) == "rolled-back", "\(rollback.stdout.suffix(2000))")
-            try await Self.expectStandaloneIntact(
-                f, config: originalConfig, sqliteTree: sqliteTree, appTree: appTree,
-                "after rolling back a finished seed")
+            try await Self.rollBackAndExpectStandalone(
+                f, id: id, config: originalConfig, sqliteTree: sqliteTree, appTree: appTree, "after rolling back a finished seed")
         }
     }
 
@@ -602,15 +608,8 @@ struct SeedClusterTests {
             #expect(text.stdout.contains("muster workflow resume \(id.lowercased())"), "\(text.stdout)")
             #expect(text.stdout.contains("restore \(f.configPath)"), "\(text.stdout)")
 
-            let rollback = try await f.muster(["workflow", "rollback", id, "--json"])
-            #expect(
-                rollback.status == 0,
-                "rollback exited \(rollback.status)\n\(rollback.stdout.suffix(3000))\n\(rollback.stderr.suffix(2000))\n\(f.diagnostics())"
-            )
-            #expect(
-                Self.workflowState(Self.summary(rollback.stdout)) == "rolled-back", "\(rollback.stdout.suffix(2000))")
-            try await Self.expectStandaloneIntact(
-                f, config: originalConfig, sqliteTree: sqliteTree, appTree: appTree, "after the rollback")
+            try await Self.rollBackAndExpectStandalone(
+                f, id: id, config: originalConfig, sqliteTree: sqliteTree, appTree: appTree, "after the rollback")
 
             // (c) the same failure again (a new workflow: the last one was rolled back; --replace: the first run
             // left its migrated tables for inspection), then fix the cause — PostgreSQL reachable at that port —
@@ -694,13 +693,8 @@ struct SeedClusterTests {
             #expect(!copies.isEmpty && copies == sources, "\(Self.differences(sources, copies))")
             #expect(FileManager.default.contents(atPath: f.configPath) == originalConfig)
             let id = try #require(Self.workflowID(summary), "\(run.stdout.suffix(2000))")
-            let rollback = try await f.muster(["workflow", "rollback", id, "--json"])
-            #expect(
-                rollback.status == 0,
-                "rollback exited \(rollback.status)\n\(rollback.stdout.suffix(3000))\n\(rollback.stderr.suffix(2000))\n\(f.diagnostics())"
-            )
-            try await Self.expectStandaloneIntact(
-                f, config: originalConfig, sqliteTree: sqliteTree, appTree: appTree, "after a refused rewrite")
+            try await Self.rollBackAndExpectStandalone(
+                f, id: id, config: originalConfig, sqliteTree: sqliteTree, appTree: appTree, "after a refused rewrite")
         }
     }
 
@@ -739,15 +733,8 @@ struct SeedClusterTests {
             #expect(FileManager.default.contents(atPath: f.configPath) == originalConfig)
             let id = try #require(Self.workflowID(summary), "\(run.stdout.suffix(2000))")
 
-            let rollback = try await f.muster(["workflow", "rollback", id, "--json"])
-            #expect(
-                rollback.status == 0,
-                "rollback exited \(rollback.status)\n\(rollback.stdout.suffix(3000))\n\(rollback.stderr.suffix(2000))\n\(f.diagnostics())"
-            )
-            #expect(
-                Self.workflowState(Self.summary(rollback.stdout)) == "rolled-back", "\(rollback.stdout.suffix(2000))")
-            try await Self.expectStandaloneIntact(
-                f, config: originalConfig, sqliteTree: sqliteTree, appTree: appTree, "after a failed migration")
+            try await Self.rollBackAndExpectStandalone(
+                f, id: id, config: originalConfig, sqliteTree: sqliteTree, appTree: appTree, "after a failed migration")
         }
     }
 
