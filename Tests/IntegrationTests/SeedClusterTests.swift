@@ -394,11 +394,23 @@ struct SeedClusterTests {
         }
     }
 
-    /// The standalone server is as it was: config bytes, SQLite file, local directories; service active and
-    /// answering in SQLite mode.
+    /// What every failure and rollback must leave exactly as it was: the config's bytes, the SQLite files, the
+    /// local directories.
+    struct Standalone {
+        var config: Data
+        var sqlite: [String: Data]
+        var app: [String: Data]
+    }
+
+    static func standalone(_ f: Fixture) throws -> Standalone {
+        Standalone(
+            config: try #require(FileManager.default.contents(atPath: f.configPath)), sqlite: tree("\(f.app)/db"),
+            app: tree(f.app))
+    }
+
     /// `muster workflow rollback ID` exits 0 with the workflow rolled back, and the standalone server is as it was.
     static func rollBackAndExpectStandalone(
-        _ f: Fixture, id: String, config: Data, sqliteTree: [String: Data], appTree: [String: Data], _ context: String
+        _ f: Fixture, id: String, _ before: Standalone, _ context: String
     ) async throws {
         let rollback = try await f.muster(["workflow", "rollback", id, "--json"])
         #expect(
@@ -406,20 +418,19 @@ struct SeedClusterTests {
             "rollback exited \(rollback.status)\n\(rollback.stdout.suffix(3000))\n\(rollback.stderr.suffix(2000))\n\(f.diagnostics())"
         )
         #expect(workflowState(summary(rollback.stdout)) == "rolled-back", "\(rollback.stdout.suffix(2000))")
-        try await expectStandaloneIntact(
-            f, config: config, sqliteTree: sqliteTree, appTree: appTree, context)
+        try await expectStandaloneIntact(f, before, context)
     }
 
-    static func expectStandaloneIntact(
-        _ f: Fixture, config: Data, sqliteTree: [String: Data], appTree: [String: Data], _ context: String
-    ) async throws {
+    /// The standalone server is as it was: config bytes, SQLite file, local directories; service active and
+    /// answering in SQLite mode.
+    static func expectStandaloneIntact(_ f: Fixture, _ before: Standalone, _ context: String) async throws {
         #expect(
-            FileManager.default.contents(atPath: f.configPath) == config,
+            FileManager.default.contents(atPath: f.configPath) == before.config,
             "\(context): the config is not the original: \((try? String(contentsOfFile: f.configPath, encoding: .utf8)) ?? "?")"
         )
-        let sqliteDiff = differences(sqliteTree, tree("\(f.app)/db"))
+        let sqliteDiff = differences(before.sqlite, tree("\(f.app)/db"))
         #expect(sqliteDiff.isEmpty, "\(context): the SQLite source changed: \(sqliteDiff)")
-        let appDiff = differences(appTree, tree(f.app))
+        let appDiff = differences(before.app, tree(f.app))
         #expect(appDiff.isEmpty, "\(context): the local directories changed: \(appDiff.prefix(20))")
         _ = try await healthy(f, mode: "sqlite")
         let state = try await f.unitState()
@@ -433,9 +444,7 @@ struct SeedClusterTests {
     @Test("seeds a standalone server: every row in PostgreSQL, every repository on the volume; a second run is a no-op")
     func seedsTheStandaloneServer() async throws {
         try await Self.withFixture { f in
-            let originalConfig = try #require(FileManager.default.contents(atPath: f.configPath))
-            let sqliteTree = Self.tree("\(f.app)/db")
-            let appTree = Self.tree(f.app)
+            let before = try Self.standalone(f)
             let profile = try f.writeProfile(f.profile(), name: "seed")
 
             let run = try await f.seed(profile)
@@ -471,13 +480,13 @@ struct SeedClusterTests {
             #expect(Int(commits) == f.tables["commits"])
 
             // The standalone server's data was only read; the config was switched with a backup of the original.
-            #expect(Self.differences(sqliteTree, Self.tree("\(f.app)/db")).isEmpty)
-            #expect(Self.differences(appTree, Self.tree(f.app)).isEmpty)
+            #expect(Self.differences(before.sqlite, Self.tree("\(f.app)/db")).isEmpty)
+            #expect(Self.differences(before.app, Self.tree(f.app)).isEmpty)
             let config = try #require(
                 (try? JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: f.configPath))))
                     as? [String: Any])
             #expect(config["storage_mode"] as? String == "postgres")
-            #expect(FileManager.default.contents(atPath: f.configPath + ".pre-cluster") == originalConfig)
+            #expect(FileManager.default.contents(atPath: f.configPath + ".pre-cluster") == before.config)
 
             // A second run: already done, nothing runs again.
             let again = try await f.seed(profile)
@@ -494,7 +503,7 @@ struct SeedClusterTests {
 
             // An operator may undo a finished seed: the standalone service comes back as it was.
             try await Self.rollBackAndExpectStandalone(
-                f, id: id, config: originalConfig, sqliteTree: sqliteTree, appTree: appTree, "after rolling back a finished seed")
+                f, id: id, before, "after rolling back a finished seed")
         }
     }
 
@@ -503,9 +512,7 @@ struct SeedClusterTests {
     )
     func precheckRefusal() async throws {
         try await Self.withFixture { f in
-            let originalConfig = try #require(FileManager.default.contents(atPath: f.configPath))
-            let sqliteTree = Self.tree("\(f.app)/db")
-            let appTree = Self.tree(f.app)
+            let before = try Self.standalone(f)
             let server = try PostgresHarness.server()
 
             /// Runs a profile that the prechecks must refuse: exit 3, only the precheck ran, its message has `needle`.
@@ -527,7 +534,7 @@ struct SeedClusterTests {
                 // The human summary (stderr without --json) is not asked for here; the CLI says what failed.
                 #expect(!FileManager.default.fileExists(atPath: f.configPath + ".pre-cluster"), "\(name)")
                 #expect(
-                    FileManager.default.contents(atPath: f.configPath) == originalConfig, "\(name): config changed")
+                    FileManager.default.contents(atPath: f.configPath) == before.config, "\(name): config changed")
                 let state = try await f.unitState()
                 #expect(state.activeState == "active", "\(name): \(f.unit) is \(state.activeState)")
             }
@@ -567,7 +574,7 @@ struct SeedClusterTests {
                 sql: "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'app'")
             #expect(tables == "0", "the target database got tables")
             try await Self.expectStandaloneIntact(
-                f, config: originalConfig, sqliteTree: sqliteTree, appTree: appTree, "after refused prechecks")
+                f, before, "after refused prechecks")
         }
     }
 
@@ -576,9 +583,7 @@ struct SeedClusterTests {
     )
     func clusterModeFailureRollbackAndResume() async throws {
         try await Self.withFixture { f in
-            let originalConfig = try #require(FileManager.default.contents(atPath: f.configPath))
-            let sqliteTree = Self.tree("\(f.app)/db")
-            let appTree = Self.tree(f.app)
+            let before = try Self.standalone(f)
             // The service gets a PostgreSQL URL where nothing listens: it starts, but /health answers 503.
             let closedPort = try PostgresHarness.freePort()
             let server = try PostgresHarness.server()
@@ -609,7 +614,7 @@ struct SeedClusterTests {
             #expect(text.stdout.contains("restore \(f.configPath)"), "\(text.stdout)")
 
             try await Self.rollBackAndExpectStandalone(
-                f, id: id, config: originalConfig, sqliteTree: sqliteTree, appTree: appTree, "after the rollback")
+                f, id: id, before, "after the rollback")
 
             // (c) the same failure again (a new workflow: the last one was rolled back; --replace: the first run
             // left its migrated tables for inspection), then fix the cause — PostgreSQL reachable at that port —
@@ -629,7 +634,7 @@ struct SeedClusterTests {
             let stats = try await Self.http(f.url("/stats"))
             #expect(stats.object?["mode"] as? String == "postgres", "\(stats.body)")
             #expect((stats.object?["tables"] as? [String: Int]) == f.tables, "\(stats.body)")
-            #expect(Self.differences(sqliteTree, Self.tree("\(f.app)/db")).isEmpty)
+            #expect(Self.differences(before.sqlite, Self.tree("\(f.app)/db")).isEmpty)
         }
     }
 
@@ -638,8 +643,7 @@ struct SeedClusterTests {
     )
     func badInput() async throws {
         try await Self.withFixture { f in
-            let originalConfig = try #require(FileManager.default.contents(atPath: f.configPath))
-            let sqliteTree = Self.tree("\(f.app)/db")
+            var before = try Self.standalone(f)
 
             // A profile with an invalid JSON pointer: refused before anything is planned.
             let badPointer = f.profile().replacingOccurrences(
@@ -675,7 +679,7 @@ struct SeedClusterTests {
             // changed; the rollback brings the standalone service back.
             try #"{"path": "\#(f.app)/golden-repos/broken.git", "snapshots": ["#.write(
                 toFile: "\(f.app)/aliases/broken.json", atomically: true, encoding: .utf8)
-            let appTree = Self.tree(f.app)
+            before.app = Self.tree(f.app)
             let run = try await f.seed(try f.writeProfile(f.profile(), name: "seed"))
             #expect(
                 run.status == 1,
@@ -691,10 +695,10 @@ struct SeedClusterTests {
             let copies = Self.tree("\(f.shared)/repo-service/aliases")
             let sources = Self.tree("\(f.app)/aliases")
             #expect(!copies.isEmpty && copies == sources, "\(Self.differences(sources, copies))")
-            #expect(FileManager.default.contents(atPath: f.configPath) == originalConfig)
+            #expect(FileManager.default.contents(atPath: f.configPath) == before.config)
             let id = try #require(Self.workflowID(summary), "\(run.stdout.suffix(2000))")
             try await Self.rollBackAndExpectStandalone(
-                f, id: id, config: originalConfig, sqliteTree: sqliteTree, appTree: appTree, "after a refused rewrite")
+                f, id: id, before, "after a refused rewrite")
         }
     }
 
@@ -713,9 +717,7 @@ struct SeedClusterTests {
                     f.database,
                 ])
             try #require(update.status == 0, "\(update.stderr)")
-            let originalConfig = try #require(FileManager.default.contents(atPath: f.configPath))
-            let sqliteTree = Self.tree("\(f.app)/db")
-            let appTree = Self.tree(f.app)
+            let before = try Self.standalone(f)
             let profile = try f.writeProfile(
                 f.profile(casts: ["commits.committed_at:timestamptz"]), name: "bad-timestamp")
 
@@ -730,11 +732,11 @@ struct SeedClusterTests {
             #expect((failed?["name"] as? String)?.hasPrefix("migrate") == true, "\(run.stdout.suffix(3000))")
             let failure = ((failed?["error"] as? [String: Any])?["message"] as? String) ?? ""
             #expect(failure.contains("committed_at"), "\(failure)")
-            #expect(FileManager.default.contents(atPath: f.configPath) == originalConfig)
+            #expect(FileManager.default.contents(atPath: f.configPath) == before.config)
             let id = try #require(Self.workflowID(summary), "\(run.stdout.suffix(2000))")
 
             try await Self.rollBackAndExpectStandalone(
-                f, id: id, config: originalConfig, sqliteTree: sqliteTree, appTree: appTree, "after a failed migration")
+                f, id: id, before, "after a failed migration")
         }
     }
 
@@ -743,9 +745,7 @@ struct SeedClusterTests {
     )
     func syncFailureThenResume() async throws {
         try await Self.withFixture { f in
-            let originalConfig = try #require(FileManager.default.contents(atPath: f.configPath))
-            let sqliteTree = Self.tree("\(f.app)/db")
-            let appTree = Self.tree(f.app)
+            let before = try Self.standalone(f)
             // The second directory's destination is a regular file: rsync cannot make the directory there.
             let blocked = "\(f.shared)/repo-service/.versioned"
             try FileManager.default.createDirectory(
@@ -766,9 +766,9 @@ struct SeedClusterTests {
             let id = try #require(Self.workflowID(summary), "\(run.stdout.suffix(2000))")
             // Whichever copy failed, nothing of the standalone server changed; if the window had opened, the
             // service is down now — it must be up when the failure was in the pre-copy.
-            #expect(FileManager.default.contents(atPath: f.configPath) == originalConfig)
-            #expect(Self.differences(sqliteTree, Self.tree("\(f.app)/db")).isEmpty)
-            #expect(Self.differences(appTree, Self.tree(f.app)).isEmpty)
+            #expect(FileManager.default.contents(atPath: f.configPath) == before.config)
+            #expect(Self.differences(before.sqlite, Self.tree("\(f.app)/db")).isEmpty)
+            #expect(Self.differences(before.app, Self.tree(f.app)).isEmpty)
             if failedName.hasPrefix("pre-copy") {
                 let state = try await f.unitState()
                 #expect(state.activeState == "active", "\(f.unit) is \(state.activeState) after a failed pre-copy")
@@ -787,7 +787,7 @@ struct SeedClusterTests {
             #expect((stats.object?["tables"] as? [String: Int]) == f.tables, "\(stats.body)")
             let repos = try await Self.http(f.url("/repos"))
             #expect(repos.object?["missing"] as? Int == 0, "\(repos.body.prefix(2000))")
-            #expect(Self.differences(sqliteTree, Self.tree("\(f.app)/db")).isEmpty)
+            #expect(Self.differences(before.sqlite, Self.tree("\(f.app)/db")).isEmpty)
         }
     }
 
