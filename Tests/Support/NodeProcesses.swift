@@ -15,6 +15,40 @@ public enum NodeProcesses {
         }
     }
 
+    /// Creates the cgroup `name` in every hierarchy (cpuset v1 needs cpus/mems copied before a task can join) and
+    /// returns the shell command that moves the running shell (`$$`) into all of them.
+    public static func makeCgroup(_ name: String) throws -> String {
+        let fm = FileManager.default
+        let all = hierarchies()
+        for h in all { try fm.createDirectory(atPath: "\(h)/\(name)", withIntermediateDirectories: true) }
+        let cpuset = "/sys/fs/cgroup/cpuset"
+        if fm.fileExists(atPath: "\(cpuset)/cpuset.cpus") {
+            for file in ["cpuset.cpus", "cpuset.mems"] {
+                let value = try String(contentsOfFile: "\(cpuset)/\(file)", encoding: .utf8)
+                try value.write(toFile: "\(cpuset)/\(name)/\(file)", atomically: false, encoding: .utf8)
+            }
+        }
+        return all.map { "echo $$ > '\($0)/\(name)/cgroup.procs'" }.joined(separator: " && ")
+    }
+
+    /// SIGKILLs what is left in the cgroup `name` (services with KillMode=none and the like), by PID, for up to
+    /// `rounds` rounds.
+    public static func killLeftovers(inCgroup name: String, rounds: Int) {
+        let all = hierarchies()
+        for _ in 0..<rounds {
+            var leftovers: [pid_t] = []
+            for h in all { leftovers += pids(under: "\(h)/\(name)") }
+            if leftovers.isEmpty { break }
+            for p in Set(leftovers) { kill(p, SIGKILL) }
+            usleep(100_000)
+        }
+    }
+
+    /// Removes the cgroup `name` from every hierarchy.
+    public static func removeCgroup(_ name: String) {
+        for h in hierarchies() { removeTree("\(h)/\(name)") }
+    }
+
     /// Starts `argv` (absolute path first) with stdin from /dev/null and stdout+stderr appended to `log`, a minimal
     /// environment, and returns its PID (the caller reaps it).
     public static func spawn(_ argv: [String], log: String) throws -> pid_t {

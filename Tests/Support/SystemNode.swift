@@ -103,16 +103,7 @@ public final class SystemNode: Sendable {
         try "[Journal]\nStorage=volatile\n".write(
             toFile: "\(base)/run/systemd/journald.conf.d/muster-test.conf", atomically: true, encoding: .utf8)
 
-        let hierarchies = NodeProcesses.hierarchies()
-        for h in hierarchies { try fm.createDirectory(atPath: "\(h)/\(cgroup)", withIntermediateDirectories: true) }
-        let cpuset = "/sys/fs/cgroup/cpuset"
-        if fm.fileExists(atPath: "\(cpuset)/cpuset.cpus") {
-            for file in ["cpuset.cpus", "cpuset.mems"] {
-                let value = try String(contentsOfFile: "\(cpuset)/\(file)", encoding: .utf8)
-                try value.write(toFile: "\(cpuset)/\(cgroup)/\(file)", atomically: false, encoding: .utf8)
-            }
-        }
-        let moves = hierarchies.map { "echo $$ > '\($0)/\(cgroup)/cgroup.procs'" }.joined(separator: " && ")
+        let moves = try NodeProcesses.makeCgroup(cgroup)
         // `nsenter --net=`, not `ip netns exec` (which remounts /sys and hides the cgroup tree from systemd).
         let enterNet = netns.map { "nsenter --net=/run/netns/\($0) " } ?? ""
         let helpers = mountHelpers.map { "mount -t overlay overlay -o ro,lowerdir=\($0):/usr/sbin /usr/sbin && " } ?? ""
@@ -207,16 +198,9 @@ public final class SystemNode: Sendable {
             ])
             for _ in 0..<250 where isAlive { try? await Task.sleep(for: .milliseconds(20)) }
         }
-        let hierarchies = NodeProcesses.hierarchies()
-        for _ in 0..<5 {
-            var leftovers: [pid_t] = []
-            for h in hierarchies { leftovers += NodeProcesses.pids(under: "\(h)/\(cgroup)") }
-            if leftovers.isEmpty { break }
-            for p in Set(leftovers) { kill(p, SIGKILL) }
-            usleep(100_000)
-        }
+        NodeProcesses.killLeftovers(inCgroup: cgroup, rounds: 5)
         for _ in 0..<250 where isAlive { usleep(20_000) }
-        for h in hierarchies { NodeProcesses.removeTree("\(h)/\(cgroup)") }
+        NodeProcesses.removeCgroup(cgroup)
         _ = try? FileManager.default.removeItem(atPath: base)
     }
 }

@@ -55,8 +55,6 @@ final class UserManager: Sendable {
         }
     }
 
-    static func hierarchies() -> [String] { NodeProcesses.hierarchies() }
-
     /// Boots a manager and waits (up to 10 s) until it reports `running` or `degraded`.
     static func start() async throws -> UserManager {
         var random = SystemRandomNumberGenerator()
@@ -71,17 +69,7 @@ final class UserManager: Sendable {
             try fm.createDirectory(atPath: "\(base)/\(dir)", withIntermediateDirectories: true)
         }
         chmod("\(base)/xdg", 0o700)
-        let hierarchies = hierarchies()
-        for h in hierarchies { try fm.createDirectory(atPath: "\(h)/\(cgroup)", withIntermediateDirectories: true) }
-        // cpuset v1 needs cpus/mems copied before a task can join.
-        let cpuset = "/sys/fs/cgroup/cpuset"
-        if fm.fileExists(atPath: "\(cpuset)/cpuset.cpus") {
-            for file in ["cpuset.cpus", "cpuset.mems"] {
-                let value = try String(contentsOfFile: "\(cpuset)/\(file)", encoding: .utf8)
-                try value.write(toFile: "\(cpuset)/\(cgroup)/\(file)", atomically: false, encoding: .utf8)
-            }
-        }
-        let moves = hierarchies.map { "echo $$ > '\($0)/\(cgroup)/cgroup.procs'" }.joined(separator: " && ")
+        let moves = try NodeProcesses.makeCgroup(cgroup)
         let env = [
             "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "HOME=\(base)/home", "USER=root", "LOGNAME=root",
             "XDG_RUNTIME_DIR=\(base)/xdg", "XDG_CONFIG_HOME=\(base)/cfg", "XDG_DATA_HOME=\(base)/data",
@@ -156,23 +144,11 @@ final class UserManager: Sendable {
                 for _ in 0..<250 where isAlive { usleep(20_000) }
             }
         }
-        let hierarchies = Self.hierarchies()
         // Services with KillMode=none and the like: kill what is left in the node's cgroups, by PID.
-        for _ in 0..<3 {
-            var leftovers: [pid_t] = []
-            for h in hierarchies { leftovers += Self.pids(under: "\(h)/\(cgroup)") }
-            if leftovers.isEmpty { break }
-            for p in Set(leftovers) { kill(p, SIGKILL) }
-            usleep(100_000)
-        }
-        for h in hierarchies { Self.removeTree("\(h)/\(cgroup)") }
+        NodeProcesses.killLeftovers(inCgroup: cgroup, rounds: 3)
+        NodeProcesses.removeCgroup(cgroup)
         _ = try? FileManager.default.removeItem(atPath: base)
     }
-
-    static func pids(under dir: String) -> [pid_t] { NodeProcesses.pids(under: dir) }
-
-    /// cgroup directories are removed with rmdir, deepest first (their files cannot be unlinked).
-    static func removeTree(_ dir: String) { NodeProcesses.removeTree(dir) }
 }
 
 struct UserManagerError: Error, CustomStringConvertible {
