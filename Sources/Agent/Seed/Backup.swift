@@ -90,9 +90,7 @@ public struct Backup: TaskHandler {
                     + "\(error)")
         }
         // Copying and hashing are blocking system calls: off the cooperative pool (STYLE.md convention 4).
-        let report = try await withCheckedThrowingContinuation { continuation in
-            DispatchQueue.global().async { continuation.resume(with: Result { try self.apply(request) }) }
-        }
+        let report = try await runBlocking { try self.apply(request) }
         await progress(.object(["items": .number(Double(report.items.count)), "bytes": .number(Double(report.bytes))]))
         return try JSONValue(encoding: report)
     }

@@ -158,7 +158,7 @@ public struct Precheck: TaskHandler {
             await add(await checkUnit(unit))
         }
         for path in spec.readable ?? [] {
-            await add(await Self.offPool { Self.checkReadable(path) })
+            await add(await runBlocking { Self.checkReadable(path) })
         }
         var sourceBytes: UInt64 = 0
         if let volume = spec.volume {
@@ -167,11 +167,11 @@ public struct Precheck: TaskHandler {
             sourceBytes = bytes
         }
         if let config = spec.config {
-            await add(await Self.offPool { Self.checkConfig(config) })
+            await add(await runBlocking { Self.checkConfig(config) })
         }
         for rewrite in spec.rewrites ?? [] {
             let volume = spec.volume?.mountPath
-            for check in await Self.offPool({ Self.checkRewrite(rewrite, volume: volume) }) { await add(check) }
+            for check in await runBlocking({ Self.checkRewrite(rewrite, volume: volume) }) { await add(check) }
         }
         for migration in migrations {
             await add(await checkMigration(migration))
@@ -499,15 +499,6 @@ public struct Precheck: TaskHandler {
                     + (plan.isEmpty ? "" : ": " + plan.joined(separator: "; ")))
         } catch {
             return Check(name: name, ok: false, detail: Self.message(error))
-        }
-    }
-
-    // MARK: - Helpers
-
-    /// Runs blocking file-system work on a Dispatch thread, off the cooperative pool (STYLE.md convention 4).
-    static func offPool<T: Sendable>(_ body: @escaping @Sendable () -> T) async -> T {
-        await withCheckedContinuation { continuation in
-            DispatchQueue.global().async { continuation.resume(returning: body()) }
         }
     }
 }

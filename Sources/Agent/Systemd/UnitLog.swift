@@ -1,4 +1,5 @@
 import Dispatch
+import Shared
 
 #if canImport(Glibc)
     import Glibc
@@ -17,15 +18,11 @@ enum UnitLog {
     /// The last `lines` lines of `unit`'s output from `source`; `[]` when nothing can be read. Runs the blocking
     /// reads on a global queue, off the cooperative pool.
     static func tail(of unit: UnitName, from source: UnitLogSource, lines: Int) async -> [String] {
-        await withCheckedContinuation { continuation in
-            DispatchQueue.global().async {
-                let result: [String] =
-                    switch source {
-                    case .file(let path): tail(path: path, lines: lines)
-                    case .journal(let directory):
-                        (try? SDJournal.tail(unit: unit.rawValue, lines: lines, directory: directory)) ?? []
-                    }
-                continuation.resume(returning: result)
+        await runBlocking {
+            switch source {
+            case .file(let path): tail(path: path, lines: lines)
+            case .journal(let directory):
+                (try? SDJournal.tail(unit: unit.rawValue, lines: lines, directory: directory)) ?? []
             }
         }
     }
