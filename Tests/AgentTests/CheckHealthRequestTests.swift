@@ -1,6 +1,4 @@
 import Foundation
-import NIOCore
-import NIOPosix
 import Shared
 import Testing
 
@@ -11,42 +9,18 @@ import Testing
 struct CheckHealthRequestTests {
     /// Answers `GET /repos` with a JSON document, `/missing` with 404, anything else with a non-JSON body.
     static func withServer(_ body: @Sendable (Int) async throws -> Void) async throws {
-        let server = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-            .bind(host: "127.0.0.1", port: 0) { child in
-                child.eventLoop.makeCompletedFuture {
-                    try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: child)
-                }
-            }
-        let port = server.channel.localAddress?.port ?? 0
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask {
-                try await serveConnections(of: server) { connection in
-                    try? await connection.executeThenClose { inbound, outbound in
-                        var request = ""
-                        for try await chunk in inbound {
-                            request += String(buffer: chunk)
-                            if request.contains("\r\n\r\n") { break }
-                        }
-                        let (status, text): (String, String) =
-                            if request.hasPrefix("GET /repos ") {
-                                (
-                                    "200 OK",
-                                    #"{"count": 20, "mode": "postgres", "repositories": [{"name": "a/b"}], "missing": 0}"#
-                                )
-                            } else if request.hasPrefix("GET /missing ") {
-                                ("404 Not Found", "{}")
-                            } else {
-                                ("200 OK", "<html>not json</html>")
-                            }
-                        try await outbound.write(
-                            ByteBuffer(string: "HTTP/1.0 \(status)\r\nContent-Type: application/json\r\n\r\n\(text)"))
+        try await TestHTTPServer.with(
+            answer: { request in
+                let (status, text): (String, String) =
+                    if request.hasPrefix("GET /repos ") {
+                        ("200 OK", #"{"count": 20, "mode": "postgres", "repositories": [{"name": "a/b"}], "missing": 0}"#)
+                    } else if request.hasPrefix("GET /missing ") {
+                        ("404 Not Found", "{}")
+                    } else {
+                        ("200 OK", "<html>not json</html>")
                     }
-                }
-            }
-            defer { group.cancelAll() }
-            try await body(port)
-        }
+                return "HTTP/1.0 \(status)\r\nContent-Type: application/json\r\n\r\n\(text)"
+            }, body)
     }
 
     @Test func statusAndJSONValuesAreChecked() async throws {

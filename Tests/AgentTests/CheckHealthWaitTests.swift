@@ -1,6 +1,4 @@
 import Foundation
-import NIOCore
-import NIOPosix
 import Shared
 import Synchronization
 import Testing
@@ -15,33 +13,12 @@ struct CheckHealthWaitTests {
     static func withSlowServer(
         unhealthyAnswers: Int, _ body: @Sendable (Int) async throws -> Void
     ) async throws {
-        let server = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-            .bind(host: "127.0.0.1", port: 0) { child in
-                child.eventLoop.makeCompletedFuture {
-                    try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: child)
-                }
-            }
-        let port = server.channel.localAddress?.port ?? 0
         let answered = AnswerCounter()
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask {
-                try await serveConnections(of: server) { connection in
-                    try? await connection.executeThenClose { inbound, outbound in
-                        var request = ""
-                        for try await chunk in inbound {
-                            request += String(buffer: chunk)
-                            if request.contains("\r\n\r\n") { break }
-                        }
-                        let count = answered.next()
-                        let status = count <= unhealthyAnswers ? "503 Service Unavailable" : "200 OK"
-                        try await outbound.write(ByteBuffer(string: "HTTP/1.0 \(status)\r\n\r\nok"))
-                    }
-                }
-            }
-            defer { group.cancelAll() }
-            try await body(port)
-        }
+        try await TestHTTPServer.with(
+            answer: { _ in
+                let status = answered.next() <= unhealthyAnswers ? "503 Service Unavailable" : "200 OK"
+                return "HTTP/1.0 \(status)\r\n\r\nok"
+            }, body)
     }
 
     final class AnswerCounter: Sendable {
