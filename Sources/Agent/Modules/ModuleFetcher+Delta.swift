@@ -81,7 +81,8 @@ extension ModuleFetcher {
         do {
             // A delta is worth it only when it is clearly smaller than the image.
             let limit = Int(min(size, UInt64(Int.max / 2)))
-            let delta = try await fetchDelta(.imageDelta, digest: imageDigest, base: base.imageDigest, maximumSize: limit)
+            let delta = try await fetchDelta(
+                .imageDelta, digest: imageDigest, base: base.imageDigest, maximumSize: limit)
             let basePath = layout.imagePath(base.imageDigest)
             guard let baseData = FileManager.default.contents(atPath: basePath) else {
                 throw MusterError(.notFound, "the base image \(base.imageDigest) disappeared from the store")
@@ -141,7 +142,8 @@ extension ModuleFetcher {
             let chunk = try await transport.response(to: id)
             guard chunk.header.kind == kind, chunk.header.digest == digest, chunk.header.offset == offset else {
                 throw MusterError(
-                    .protocolError, "the coordinator answered a \(kind.rawValue) request for \(digest) with another chunk")
+                    .protocolError,
+                    "the coordinator answered a \(kind.rawValue) request for \(digest) with another chunk")
             }
             guard chunk.header.totalSize <= UInt64(maximumSize) else {
                 throw MusterError(

@@ -180,7 +180,8 @@ public struct ModuleFetcher: Sendable {
             descriptorData = stored
             payload = try verifiedPayload(stored, imageDigest: imageDigest)
         } else if let base,
-            let rebuilt = try await resuming(&resumes, { try await descriptorByDelta(imageDigest: imageDigest, base: base) })
+            let rebuilt = try await resuming(
+                &resumes, { try await descriptorByDelta(imageDigest: imageDigest, base: base) })
         {
             (descriptorData, payload, descriptorDeltaBytes) = rebuilt
         } else {
@@ -246,15 +247,16 @@ public struct ModuleFetcher: Sendable {
             objects: payload.objects.count, fetchedObjects: missingObjects.count,
             presentObjects: payload.objects.count - missingObjects.count, imageFetched: imageMissing,
             descriptorFetched: stored == nil, bytesReceived: transport.receivedBytes - receivedBefore,
-            resumedBytes: resumedBytes, resumes: resumes, milliseconds: (ContinuousClock.now - started).wireMilliseconds,
-            deltaBase: askedBase, imageDeltaBytes: imageDeltaBytes, descriptorDeltaBytes: descriptorDeltaBytes)
+            resumedBytes: resumedBytes, resumes: resumes,
+            milliseconds: (ContinuousClock.now - started).wireMilliseconds, deltaBase: askedBase, imageDeltaBytes: imageDeltaBytes, descriptorDeltaBytes: descriptorDeltaBytes)
         logger.info(
             "module fetched",
             metadata: [
                 "module": "\(report.name)@\(report.version)", "bytes": "\(report.bytesReceived)",
                 "objects": "\(report.fetchedObjects) fetched, \(report.presentObjects) present",
                 "resumes": "\(report.resumes)",
-                "deltas": "image \(imageDeltaBytes.map { "\($0)" } ?? "-"), descriptor \(descriptorDeltaBytes.map { "\($0)" } ?? "-")",
+                "imageDelta": "\(imageDeltaBytes.map { "\($0)" } ?? "-")",
+                "descriptorDelta": "\(descriptorDeltaBytes.map { "\($0)" } ?? "-")",
             ])
         return (payload, report)
     }

@@ -114,7 +114,8 @@ struct ConnectionStateMachine: Sendable {
             guard !request.kind.isDelta || version >= .v3 else {
                 return .reject(
                     code: .protocolError,
-                    message: "objectRequest kind \(request.kind.rawValue) needs protocol v3; this session speaks \(version)",
+                    message:
+                        "objectRequest kind \(request.kind.rawValue) needs protocol v3; this session speaks \(version)",
                     close: false)
             }
             return .serveObject(nodeID: nodeID, request)

@@ -50,7 +50,8 @@ extension ModuleRepository {
             delta = try await runBlocking { try makeDelta(kind, digest: digest, base: base, at: path) }
         }
         guard offset <= UInt64(delta.count) else {
-            throw MusterError(.invalidInput, "offset \(offset) is past the end of the \(kind.rawValue) (\(delta.count) bytes)")
+            throw MusterError(
+                .invalidInput, "offset \(offset) is past the end of the \(kind.rawValue) (\(delta.count) bytes)")
         }
         let start = Int(offset)
         let end = start + min(max(0, length), delta.count - start)

@@ -117,7 +117,8 @@ struct ModuleTransferTests {
                 let descriptorSize = try Self.descriptorSize(v2)
                 // Three files of 300 changed: both deltas are a small fraction of the whole files.
                 #expect(imageDelta * 10 < b.image.size, "image delta \(imageDelta) of \(b.image.size)")
-                #expect(descriptorDelta * 10 < descriptorSize, "descriptor delta \(descriptorDelta) of \(descriptorSize)")
+                #expect(
+                    descriptorDelta * 10 < descriptorSize, "descriptor delta \(descriptorDelta) of \(descriptorSize)")
                 let changedBytes = b.objects.filter { !a.objects.contains($0) }.reduce(UInt64(0)) { $0 + $1.size }
                 #expect(report.bytesReceived == changedBytes + imageDelta + descriptorDelta)
                 try Self.expectStoredAsPublished(v2, b, layout: layout)
