@@ -96,6 +96,16 @@ struct BinaryDeltaTests {
         #expect(delta.count < Self.headerBytes + 200)
     }
 
+    @Test func anEditInRepetitiveDataKeepsToTheDiagonal() throws {
+        // Periodic bytes: the edit's replacement also occurs elsewhere in the base, so short matches from there
+        // cover it; the rest of the file must still be one copy on the original diagonal.
+        let base = (0..<200_000).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ ($0 >> 9)) }
+        var target = base
+        target.replaceSubrange(50_000..<50_100, with: base[1_000..<1_100])
+        let delta = try Self.roundTrip(base, target)
+        #expect(delta.count < Self.headerBytes + 200)
+    }
+
     // MARK: - Hostile deltas
 
     static func sample() -> (base: [UInt8], target: [UInt8], delta: [UInt8]) {

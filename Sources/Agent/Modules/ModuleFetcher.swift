@@ -92,9 +92,12 @@ public struct ModuleFetcher: Sendable {
         public var fetchedObjects: Int
         /// Objects that were already in the store (shared with other modules or versions).
         public var presentObjects: Int
+        /// The image was transferred (whole or, with ``imageDeltaBytes``, as a delta).
         public var imageFetched: Bool
+        /// The descriptor was transferred (whole or, with ``descriptorDeltaBytes``, as a delta).
         public var descriptorFetched: Bool
-        /// Chunk bytes received by this fetch (descriptor, image and objects).
+        /// Chunk bytes received by this fetch (descriptor, image and objects, whole or as deltas, including a
+        /// delta that was refused).
         public var bytesReceived: UInt64
         /// Bytes of partial files from interrupted transfers that were kept instead of fetched again.
         public var resumedBytes: UInt64

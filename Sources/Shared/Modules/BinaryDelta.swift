@@ -158,19 +158,26 @@ public enum BinaryDelta {
         var h = hash(target, at: 0)
         // Where the base continues after the previous match, kept in step while bytes are literal.
         var predicted: Int? = nil
+        // Base offset minus target offset of the last long match: after an edit that a short match elsewhere
+        // covered (repetitive data), the file usually continues on this diagonal.
+        var anchorShift: Int? = nil
         while t + blockSize <= n {
             var best = predicted.flatMap { extend($0, t) }
-            if let indexed = index[h], indexed != best?.offset, let match = extend(indexed, t),
-                match.back + match.forward > (best.map { $0.back + $0.forward } ?? 0)
-            {
+            func consider(_ candidate: Int?) {
+                guard let candidate, candidate != best?.offset, let match = extend(candidate, t),
+                    match.back + match.forward > (best.map { $0.back + $0.forward } ?? 0)
+                else { return }
                 best = match
             }
+            consider(anchorShift.map { t + $0 })
+            consider(index[h])
             if let best {
                 writer.literal(literalStart..<(t - best.back))
                 writer.copy(offset: best.offset - best.back, length: best.back + best.forward)
                 t += best.forward
                 literalStart = t
                 predicted = best.offset + best.forward
+                if best.back + best.forward >= 8 * blockSize { anchorShift = best.offset - (t - best.forward) }
                 if t + blockSize <= n { h = hash(target, at: t) }
                 continue
             }
