@@ -28,6 +28,10 @@ struct EnvelopeTests {
         .certificateRenewed(CertificateRenewed(certificatePEM: "C", notAfter: date)),
         .error(ErrorMessage(code: .tokenExpired, message: "expired", hint: "make a new one")),
         .objectRequest(ObjectRequest(kind: .object, digest: String(repeating: "a", count: 64), offset: 5, length: 7)),
+        .objectRequest(
+            ObjectRequest(
+                kind: .imageDelta, digest: String(repeating: "a", count: 64), offset: 0, length: 7,
+                base: String(repeating: "b", count: 64))),
     ]
 
     @Test(arguments: messages)

@@ -17,6 +17,9 @@ struct BenchFetchCommand: AsyncParsableCommand {
     @Option(name: .long, help: "Image digest of a published module.")
     var image: String
 
+    @Option(name: .long, help: "The module's name (lets the descriptor travel as a delta against an earlier version).")
+    var module: String?
+
     @Option(name: .long, help: "Requests outstanding at once.")
     var window: Int = 16
 
@@ -39,6 +42,7 @@ struct BenchFetchCommand: AsyncParsableCommand {
             configuration: .init(window: window, chunkSize: chunkSize),
             trustedKeys: { [try ModuleKeyFile.load(stateDirectory: stateDirectory)] }, logger: logger)
         let image = self.image
+        let module = self.module
         let report = try await withThrowingTaskGroup(of: ModuleFetcher.Report?.self) { group in
             group.addTask {
                 try await session.run()
@@ -46,7 +50,7 @@ struct BenchFetchCommand: AsyncParsableCommand {
             }
             group.addTask {
                 try await objects.waitForSession(limit: .seconds(60))
-                return try await fetcher.fetch(imageDigest: image).report
+                return try await fetcher.fetch(imageDigest: image, module: module).report
             }
             defer { group.cancelAll() }
             while let next = try await group.next() {

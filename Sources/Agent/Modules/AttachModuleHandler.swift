@@ -77,7 +77,7 @@ struct AttachModuleHandler: TaskHandler {
         let step = self.step
         let result = try await gate.withExclusiveAccess { () async throws -> Result in
             let throttle = FetchProgressThrottle()
-            let (payload, report) = try await fetcher.fetch(imageDigest: spec.imageDigest) { step in
+            let (payload, report) = try await fetcher.fetch(imageDigest: spec.imageDigest, module: spec.name) { step in
                 guard throttle.due(final: step.filesFetched == step.filesToFetch) else { return }
                 await progress(
                     .object([

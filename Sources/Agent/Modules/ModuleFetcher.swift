@@ -92,9 +92,12 @@ public struct ModuleFetcher: Sendable {
         public var fetchedObjects: Int
         /// Objects that were already in the store (shared with other modules or versions).
         public var presentObjects: Int
+        /// The image was transferred (whole or, with ``imageDeltaBytes``, as a delta).
         public var imageFetched: Bool
+        /// The descriptor was transferred (whole or, with ``descriptorDeltaBytes``, as a delta).
         public var descriptorFetched: Bool
-        /// Chunk bytes received by this fetch (descriptor, image and objects).
+        /// Chunk bytes received by this fetch (descriptor, image and objects, whole or as deltas, including a
+        /// delta that was refused).
         public var bytesReceived: UInt64
         /// Bytes of partial files from interrupted transfers that were kept instead of fetched again.
         public var resumedBytes: UInt64
@@ -102,6 +105,12 @@ public struct ModuleFetcher: Sendable {
         public var resumes: Int
         /// Wall time of the fetch, milliseconds (reported, never asserted on).
         public var milliseconds: Int
+        /// The image digest of the earlier version deltas were asked for against (`nil`: none in the store).
+        public var deltaBase: String? = nil
+        /// Bytes of the image delta received, when the image was rebuilt from one.
+        public var imageDeltaBytes: UInt64? = nil
+        /// Bytes of the descriptor delta received, when the descriptor was rebuilt from one.
+        public var descriptorDeltaBytes: UInt64? = nil
     }
 
     /// Progress of the object and image transfer.
@@ -141,13 +150,17 @@ public struct ModuleFetcher: Sendable {
 
     /// Fetches what is missing of the module whose image is `imageDigest`.
     ///
+    /// When the store holds another version of the module (named by `module` for the descriptor, by the
+    /// descriptor for the image), the descriptor and image are first asked for as deltas against it (protocol
+    /// v3, ``BinaryDelta``); any failure of that falls back to the whole file.
+    ///
     /// - Returns: The verified descriptor payload and what was transferred.
     /// - Throws: `MusterError` `.verificationFailed` (signature, key, wrong image), `.digestMismatch` (a file's
     ///   content did not match its digest: nothing of it is kept), `.notFound` (the coordinator lacks a file),
     ///   `.io` (e.g. disk full: the file being written is deleted), `.timeout` (no session came back),
     ///   `.invalidInput` (not a digest).
     public func fetch(
-        imageDigest: String, progress: @Sendable (Progress) async -> Void = { _ in }
+        imageDigest: String, module: String? = nil, progress: @Sendable (Progress) async -> Void = { _ in }
     ) async throws -> (payload: ModuleDescriptor.Payload, report: Report) {
         guard ObjectDirectory.isDigest(imageDigest) else {
             throw MusterError(.invalidInput, "'\(imageDigest)' is not an image digest (a lowercase hex sha256)")
@@ -157,27 +170,42 @@ public struct ModuleFetcher: Sendable {
         let receivedBefore = transport.receivedBytes
         var resumes = 0
 
-        // 1. The descriptor: from the store, or fetched; verified either way.
+        // 1. The descriptor: from the store, from a delta, or fetched whole; verified either way.
         let descriptorPath = layout.descriptorPath(imageDigest)
         let stored = FileManager.default.contents(atPath: descriptorPath)
+        var base = module.flatMap { deltaBase(module: $0, excluding: imageDigest) }
+        var descriptorDeltaBytes: UInt64?
+        // The base deltas were asked for against, for the report.
+        var askedBase = stored == nil ? base?.imageDigest : nil
         let descriptorData: Data
+        let payload: ModuleDescriptor.Payload
         if let stored {
             descriptorData = stored
+            payload = try verifiedPayload(stored, imageDigest: imageDigest)
+        } else if let base,
+            let rebuilt = try await resuming(
+                &resumes, { try await descriptorByDelta(imageDigest: imageDigest, base: base) })
+        {
+            (descriptorData, payload, descriptorDeltaBytes) = rebuilt
         } else {
             descriptorData = try await resuming(&resumes) { try await fetchWhole(.descriptor, digest: imageDigest) }
-        }
-        let descriptor = try ModuleDescriptor.decode(descriptorData, source: "the descriptor of image \(imageDigest)")
-        let payload = try descriptor.verify(trustedKeys: try trustedKeys())
-        guard payload.image.digest == imageDigest else {
-            throw MusterError(
-                .verificationFailed,
-                "the descriptor sent for image \(imageDigest) describes image \(payload.image.digest)")
+            payload = try verifiedPayload(descriptorData, imageDigest: imageDigest)
         }
 
-        // 2. The image and the objects this node lacks.
+        // 2a. The image from a delta against an earlier version's image, when there is one.
+        if base == nil { base = deltaBase(module: payload.manifest.name, excluding: imageDigest) }
+        var imageDeltaBytes: UInt64?
+        if let base, !isStored(layout.imagePath(imageDigest)) {
+            askedBase = base.imageDigest
+            imageDeltaBytes = try await resuming(&resumes) {
+                try await imageByDelta(imageDigest: imageDigest, size: payload.image.size, base: base)
+            }
+        }
+
+        // 2b. The image (unless rebuilt from a delta) and the objects this node lacks.
         var items: [Item] = []
-        let imageMissing = !isStored(layout.imagePath(imageDigest))
-        if imageMissing {
+        let imageMissing = imageDeltaBytes != nil || !isStored(layout.imagePath(imageDigest))
+        if imageMissing && imageDeltaBytes == nil {
             items.append(item(.image, digest: imageDigest, size: payload.image.size))
         }
         let missingObjects = payload.objects.filter { !isStored(layout.objects.path(of: $0.digest)) }
@@ -222,13 +250,16 @@ public struct ModuleFetcher: Sendable {
             objects: payload.objects.count, fetchedObjects: missingObjects.count,
             presentObjects: payload.objects.count - missingObjects.count, imageFetched: imageMissing,
             descriptorFetched: stored == nil, bytesReceived: transport.receivedBytes - receivedBefore,
-            resumedBytes: resumedBytes, resumes: resumes, milliseconds: (ContinuousClock.now - started).wireMilliseconds)
+            resumedBytes: resumedBytes, resumes: resumes,
+            milliseconds: (ContinuousClock.now - started).wireMilliseconds, deltaBase: askedBase, imageDeltaBytes: imageDeltaBytes, descriptorDeltaBytes: descriptorDeltaBytes)
         logger.info(
             "module fetched",
             metadata: [
                 "module": "\(report.name)@\(report.version)", "bytes": "\(report.bytesReceived)",
                 "objects": "\(report.fetchedObjects) fetched, \(report.presentObjects) present",
                 "resumes": "\(report.resumes)",
+                "imageDelta": "\(imageDeltaBytes.map { "\($0)" } ?? "-")",
+                "descriptorDelta": "\(descriptorDeltaBytes.map { "\($0)" } ?? "-")",
             ])
         return (payload, report)
     }

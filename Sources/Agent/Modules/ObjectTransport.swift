@@ -150,6 +150,11 @@ public final class ObjectTransport: Sendable {
         }
     }
 
+    /// The protocol version of the attached session, or `nil` while none is attached (v3 serves deltas).
+    public var sessionVersion: ProtocolVersion? {
+        state.withLock { $0.send == nil ? nil : $0.version }
+    }
+
     /// Waits until a session that speaks protocol v2 is attached — one newer than `previous`, when given (after a
     /// lost connection the old session may not have been detached yet).
     ///

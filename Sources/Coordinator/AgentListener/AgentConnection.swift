@@ -292,9 +292,14 @@ struct AgentConnection {
         }
         let chunk: ObjectChunk
         do {
-            let (data, total) = try modules.read(
-                request.kind, digest: request.digest, offset: request.offset, length: request.length,
-                allocator: channel.channel.allocator)
+            let (data, total) =
+                request.kind.isDelta
+                ? try await modules.readDelta(
+                    request.kind, digest: request.digest, base: request.base, offset: request.offset,
+                    length: request.length, allocator: channel.channel.allocator)
+                : try modules.read(
+                    request.kind, digest: request.digest, offset: request.offset, length: request.length,
+                    allocator: channel.channel.allocator)
             chunk = ObjectChunk(
                 header: .init(kind: request.kind, digest: request.digest, offset: request.offset, totalSize: total),
                 data: data)

@@ -111,6 +111,13 @@ struct ConnectionStateMachine: Sendable {
                     code: .protocolError, message: "objectRequest needs protocol v2; this session speaks \(version)",
                     close: false)
             }
+            guard !request.kind.isDelta || version >= .v3 else {
+                return .reject(
+                    code: .protocolError,
+                    message:
+                        "objectRequest kind \(request.kind.rawValue) needs protocol v3; this session speaks \(version)",
+                    close: false)
+            }
             return .serveObject(nodeID: nodeID, request)
         case (.established, _):
             state = .closed

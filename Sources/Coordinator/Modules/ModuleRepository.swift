@@ -17,6 +17,7 @@ import Shared
 /// images/<image digest>.erofs      0444
 /// descriptors/<image digest>.json  the signed descriptor as published, 0444
 /// tmp/                             uploads in progress (temp + fsync + rename, never read)
+/// deltas/<image>-<base>.image|.descriptor   cached binary deltas for nodes holding an earlier version
 /// ```
 ///
 /// Every file is named by the sha256 of its content (descriptors by their image's digest) and is written
@@ -46,6 +47,8 @@ public struct ModuleRepository: Sendable {
         case .object: return objects.path(of: digest)
         case .image: return imagePath(digest)
         case .descriptor: return descriptorPath(digest)
+        case .imageDelta, .descriptorDelta:
+            throw MusterError(.invalidInput, "a \(kind.rawValue) is named by two digests; see readDelta")
         }
     }
 
@@ -141,6 +144,7 @@ public struct ModuleRepository: Sendable {
                     case .object: "object \(digest)"
                     case .image: "image \(digest)"
                     case .descriptor: "descriptor of image \(digest)"
+                    case .imageDelta, .descriptorDelta: "\(kind.rawValue) \(digest)"
                     }
                 throw MusterError(
                     .notFound, "the coordinator does not hold \(what)",

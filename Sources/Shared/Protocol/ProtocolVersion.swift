@@ -15,8 +15,12 @@ public struct ProtocolVersion: RawRepresentable, Hashable, Comparable, Codable, 
     /// envelope's JSON (see ``Envelope/payload``) instead of base64 inside it.
     public static let v2 = ProtocolVersion(2)
 
+    /// Module deltas: `objectRequest` kinds `imageDelta` / `descriptorDelta` with a `base` image digest, so a node
+    /// holding an earlier version receives a ``BinaryDelta`` instead of the whole image and descriptor.
+    public static let v3 = ProtocolVersion(3)
+
     /// Every version this build speaks, oldest first.
-    public static let supported: [ProtocolVersion] = [.v1, .v2]
+    public static let supported: [ProtocolVersion] = [.v1, .v2, .v3]
 
     /// The version of the envelope format itself (the `v` field of every frame).
     public static let envelopeVersion = 1

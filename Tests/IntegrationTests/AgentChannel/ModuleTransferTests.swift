@@ -58,7 +58,120 @@ struct ModuleTransferTests {
         UInt64(try Data(contentsOf: URL(fileURLWithPath: bundle.descriptorPath)).count)
     }
 
+    /// The node's image and descriptor of a version are byte for byte the published ones.
+    static func expectStoredAsPublished(
+        _ bundle: ModuleBundle, _ payload: ModuleDescriptor.Payload, layout: ModuleFetcher.Layout
+    ) throws {
+        #expect(
+            try Data(contentsOf: URL(fileURLWithPath: layout.imagePath(payload.image.digest)))
+                == Data(contentsOf: URL(fileURLWithPath: bundle.imagePath)))
+        #expect(
+            try Data(contentsOf: URL(fileURLWithPath: layout.descriptorPath(payload.image.digest)))
+                == Data(contentsOf: URL(fileURLWithPath: bundle.descriptorPath)))
+        #expect(SecureFile.mode(of: layout.imagePath(payload.image.digest)).map { $0 & 0o777 } == 0o444)
+    }
+
+    /// Two versions of a module of `count` small files; the second rewrites `changed` of them (same sizes).
+    static func twoVersions(
+        _ fx: ChannelFixture, name: String, count: Int, changed: Set<Int>
+    ) async throws -> (ModuleBundle, ModuleBundle) {
+        func files(rewritten: Set<Int>) -> [String: [UInt8]] {
+            var out: [String: [UInt8]] = [:]
+            for index in 0..<count {
+                let size = 1000 + (index * 7919) % 30_000
+                let seed = UInt64(100 + index) + (rewritten.contains(index) ? 1_000_000 : 0)
+                out["/data/\(index % 8)/f\(index).bin"] = ModuleKit.bytes(size, seed: seed)
+            }
+            return out
+        }
+        let key = fx.authority.moduleSigningKey
+        let first = try await ModuleKit.build(
+            name: name, version: "1.0.0", files: files(rewritten: []), key: key, base: fx.directory)
+        let second = try await ModuleKit.build(
+            name: name, version: "1.0.1", files: files(rewritten: changed), key: key, base: fx.directory)
+        return (first, second)
+    }
+
     // MARK: - Tests
+
+    @Test(.requiresRoot)
+    func aNewVersionsImageAndDescriptorTravelAsSmallDeltas() async throws {
+        try await ChannelFixture.with { fx in
+            let (v1, v2) = try await Self.twoVersions(fx, name: "shop", count: 300, changed: [5, 150, 299])
+            let a = try await ModuleKit.install(v1, into: fx.modules)
+            let b = try await ModuleKit.install(v2, into: fx.modules)
+            let (identity, stateDirectory) = try await fx.join(try await fx.token())
+            let layout = ModuleFetcher.Layout(stateDirectory: stateDirectory)
+            try await Self.withAgent(fx, stateDirectory: stateDirectory) { _, _, _ in
+                let first = try await Self.attach(fx, node: identity.nodeID, a)
+                #expect(first.state == .succeeded, "\(String(describing: first.error))")
+                let firstReport = try Self.fetchReport(first)
+                #expect(firstReport.deltaBase == nil && firstReport.imageDeltaBytes == nil)
+
+                let second = try await Self.attach(fx, node: identity.nodeID, b)
+                #expect(second.state == .succeeded, "\(String(describing: second.error))")
+                let report = try Self.fetchReport(second)
+                #expect(report.deltaBase == a.image.digest)
+                let imageDelta = try #require(report.imageDeltaBytes)
+                let descriptorDelta = try #require(report.descriptorDeltaBytes)
+                let descriptorSize = try Self.descriptorSize(v2)
+                // Three files of 300 changed: both deltas are a small fraction of the whole files.
+                #expect(imageDelta * 10 < b.image.size, "image delta \(imageDelta) of \(b.image.size)")
+                #expect(
+                    descriptorDelta * 10 < descriptorSize, "descriptor delta \(descriptorDelta) of \(descriptorSize)")
+                let changedBytes = b.objects.filter { !a.objects.contains($0) }.reduce(UInt64(0)) { $0 + $1.size }
+                #expect(report.bytesReceived == changedBytes + imageDelta + descriptorDelta)
+                try Self.expectStoredAsPublished(v2, b, layout: layout)
+                #expect(layout.objects.verify(b.objects).isEmpty)
+                #expect(ModuleKit.files(under: layout.partialDirectory).isEmpty)
+                // The coordinator computed each delta once and keeps it.
+                #expect(
+                    FileManager.default.fileExists(
+                        atPath: fx.modules.deltaPath(.imageDelta, digest: b.image.digest, base: a.image.digest)))
+            }
+        }
+    }
+
+    @Test(.requiresRoot)
+    func aBrokenOrUnavailableDeltaFallsBackToTheWholeFile() async throws {
+        try await ChannelFixture.with { fx in
+            let (v1, v2) = try await Self.twoVersions(fx, name: "shop", count: 100, changed: [3])
+            let a = try await ModuleKit.install(v1, into: fx.modules)
+            let b = try await ModuleKit.install(v2, into: fx.modules)
+            let (identity, stateDirectory) = try await fx.join(try await fx.token())
+            let layout = ModuleFetcher.Layout(stateDirectory: stateDirectory)
+            try await Self.withAgent(fx, stateDirectory: stateDirectory) { _, _, _ in
+                let first = try await Self.attach(fx, node: identity.nodeID, a)
+                #expect(first.state == .succeeded, "\(String(describing: first.error))")
+
+                // The image delta the coordinator serves is damaged (a valid delta of another target); the
+                // descriptor delta is unavailable (the coordinator lost 1.0.0's descriptor): NOT_FOUND.
+                let imageDeltaPath = fx.modules.deltaPath(.imageDelta, digest: b.image.digest, base: a.image.digest)
+                try FileManager.default.createDirectory(
+                    atPath: fx.modules.deltasDirectory, withIntermediateDirectories: true)
+                let baseImage = [UInt8](try Data(contentsOf: URL(fileURLWithPath: v1.imagePath)))
+                var wrong = [UInt8](try Data(contentsOf: URL(fileURLWithPath: v2.imagePath)))
+                wrong[wrong.count / 2] ^= 0xff
+                try Data(BinaryDelta.make(base: baseImage, target: wrong)).write(
+                    to: URL(fileURLWithPath: imageDeltaPath))
+                #expect(unlink(fx.modules.descriptorPath(a.image.digest)) == 0)
+
+                let second = try await Self.attach(fx, node: identity.nodeID, b)
+                #expect(second.state == .succeeded, "\(String(describing: second.error))")
+                let report = try Self.fetchReport(second)
+                #expect(report.deltaBase == a.image.digest)
+                #expect(report.imageDeltaBytes == nil && report.descriptorDeltaBytes == nil)
+                let changedBytes = b.objects.filter { !a.objects.contains($0) }.reduce(UInt64(0)) { $0 + $1.size }
+                let damagedDelta = UInt64(FileStatus.lstat(imageDeltaPath)?.size ?? 0)
+                // Whole image and descriptor, plus the damaged delta that was refused.
+                #expect(
+                    report.bytesReceived
+                        == changedBytes + b.image.size + (try Self.descriptorSize(v2)) + damagedDelta)
+                try Self.expectStoredAsPublished(v2, b, layout: layout)
+                #expect(ModuleKit.files(under: layout.partialDirectory).isEmpty)
+            }
+        }
+    }
 
     @Test(.requiresRoot)
     func aSecondModuleFetchesOnlyTheObjectsTheNodeLacks() async throws {
@@ -110,11 +223,18 @@ struct ModuleTransferTests {
                 #expect(secondReport.fetchedObjects == changed.count)
                 #expect(secondReport.presentObjects == b.objects.count - changed.count)
                 let changedBytes = changed.reduce(UInt64(0)) { $0 + $1.size }
-                let overhead = b.image.size + (try Self.descriptorSize(beta))
+                // The image and descriptor travelled as deltas against 1.0.0's.
+                #expect(secondReport.deltaBase == a.image.digest)
+                let imageDelta = try #require(secondReport.imageDeltaBytes)
+                let descriptorDelta = try #require(secondReport.descriptorDeltaBytes)
+                #expect(imageDelta < b.image.size)
+                #expect(descriptorDelta < (try Self.descriptorSize(beta)))
+                let overhead = imageDelta + descriptorDelta
                 #expect(secondReport.bytesReceived == changedBytes + overhead)
                 #expect(transport.receivedBytes - received == changedBytes + overhead)
                 // Object bytes on the wire for the new version are exactly the changed bytes (≤ 1.05 ×).
                 #expect(Double(secondReport.bytesReceived - overhead) <= 1.05 * Double(changedBytes))
+                try Self.expectStoredAsPublished(beta, b, layout: layout)
                 #expect(
                     ModuleKit.files(under: layout.objects.path)
                         == ModuleKit.objectPaths(a.objects).union(ModuleKit.objectPaths(b.objects)))

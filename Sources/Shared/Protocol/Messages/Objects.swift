@@ -8,6 +8,15 @@ public enum TransferKind: String, Codable, Sendable, Equatable {
     case image
     /// The signed descriptor JSON of a published module, named by its image digest.
     case descriptor
+    /// Protocol v3: a ``BinaryDelta`` that turns the image named by ``ObjectRequest/base`` into the image named by
+    /// the digest (the delta's bytes are served in ranges like a file; `totalSize` is the delta's length).
+    case imageDelta
+    /// Protocol v3: a ``BinaryDelta`` that turns the descriptor of image ``ObjectRequest/base`` into the
+    /// descriptor of the image named by the digest.
+    case descriptorDelta
+
+    /// Whether the kind is a delta against a base (protocol v3, needs ``ObjectRequest/base``).
+    public var isDelta: Bool { self == .imageDelta || self == .descriptorDelta }
 }
 
 /// Agent → coordinator (protocol v2): send `length` bytes of an object, image or descriptor from `offset`.
@@ -21,15 +30,19 @@ public struct ObjectRequest: Codable, Sendable, Equatable {
     public var offset: UInt64
     /// At most ``ObjectRequest/maximumLength``; the coordinator also stays below its own frame limit.
     public var length: Int
+    /// For the delta kinds (protocol v3): the image digest of the version the agent holds, which the delta is
+    /// made against. Absent for every other kind.
+    public var base: String?
 
     /// The largest chunk a request may ask for (well below the 16 MiB default frame limit).
     public static let maximumLength = 4 << 20
 
-    public init(kind: TransferKind, digest: String, offset: UInt64, length: Int) {
+    public init(kind: TransferKind, digest: String, offset: UInt64, length: Int, base: String? = nil) {
         self.kind = kind
         self.digest = digest
         self.offset = offset
         self.length = length
+        self.base = base
     }
 }
 
