@@ -72,4 +72,32 @@ struct FrameDecoderTests {
         #expect(decoded == envelope)
         #expect(try channel.finish().isClean)
     }
+
+    @Test func frameWriterSendsAPayloadWithoutCopyingItAndMatchesTheEncoder() throws {
+        let chunk = ObjectChunk(
+            header: .init(kind: .object, digest: String(repeating: "d", count: 64), offset: 0, totalSize: 5000),
+            data: ByteBuffer(repeating: 9, count: 5000))
+        let envelope = try Message.objectChunk(chunk).envelope(id: "w1")
+        let heartbeat = try Message.heartbeatAck(HeartbeatAck(heartbeatInterval: .seconds(10))).envelope(id: "w2")
+        let channel = EmbeddedChannel(handler: FrameWriter())
+        try channel.writeOutbound(envelope)
+        try channel.writeOutbound(heartbeat)
+        // The chunk as a header buffer plus the payload buffer itself, the heartbeat as one buffer.
+        var header = try #require(try channel.readOutbound(as: ByteBuffer.self))
+        let payload = try #require(try channel.readOutbound(as: ByteBuffer.self))
+        let json = try #require(try channel.readOutbound(as: ByteBuffer.self))
+        #expect(try channel.readOutbound(as: ByteBuffer.self) == nil)
+        #expect(payload == chunk.data)
+        // The very same bytes, not a copy.
+        #expect(payload.withUnsafeReadableBytes { $0.baseAddress } == chunk.data.withUnsafeReadableBytes { $0.baseAddress })
+        var expected = ByteBuffer()
+        try FrameEncoder().encode(data: envelope, out: &expected)
+        try FrameEncoder().encode(data: heartbeat, out: &expected)
+        var wire = ByteBuffer()
+        wire.writeBuffer(&header)
+        wire.writeImmutableBuffer(payload)
+        wire.writeImmutableBuffer(json)
+        #expect(wire == expected)
+        #expect(try channel.finish().isClean)
+    }
 }
