@@ -22,6 +22,32 @@ struct FrameDecoderTests {
             decoderFactory: { FrameDecoder(maximumFrameBytes: 4096) })
     }
 
+    @Test func decodesLargeFramesAssembledInTheirOwnBufferWhateverTheChunking() throws {
+        // Frames from FrameDecoder.directAssemblyBytes up are collected in a buffer of their own size.
+        let large = String(repeating: "z", count: FrameDecoder.directAssemblyBytes)
+        let larger = String(
+            (0..<(FrameDecoder.directAssemblyBytes + 4099)).map { Character(UnicodeScalar(UInt8(97 + $0 % 23))) })
+        let inputs = [large, "{}", larger, "", large]
+        try ByteToMessageDecoderVerifier.verifyDecoder(
+            inputOutputPairs: inputs.map { (frame($0), [payload($0)]) },
+            decoderFactory: { FrameDecoder(maximumFrameBytes: 1 << 20) })
+    }
+
+    @Test func truncatedLargeFrameAtEndOfStreamIsAnError() throws {
+        let channel = EmbeddedChannel(handler: ByteToMessageHandler(FrameDecoder()))
+        var partial = ByteBuffer()
+        partial.writeInteger(UInt32(1 << 20), endianness: .big)
+        partial.writeRepeatingByte(7, count: 100_000)
+        try channel.writeInbound(partial)
+        #expect(try channel.readInbound(as: ByteBuffer.self) == nil)
+        #expect {
+            try channel.finish()
+        } throws: { error in
+            (error as? MusterError)?.code == .protocolError
+                && (error as? MusterError)?.message.contains("100004 bytes into a frame") == true
+        }
+    }
+
     @Test func rejectsOversizeFrameBeforeBuffering() throws {
         let channel = EmbeddedChannel(handler: ByteToMessageHandler(FrameDecoder(maximumFrameBytes: 1024)))
         var header = ByteBuffer()
