@@ -367,14 +367,17 @@ public struct ModuleFetcher: Sendable {
                             chunk.header.offset == step.offset
                         else {
                             throw MusterError(
-                                .protocolError, "the coordinator answered a request for \(item.digest) with another chunk")
+                                .protocolError,
+                                "the coordinator answered a request for \(item.digest) with another chunk")
                         }
                         guard chunk.header.totalSize == item.size, chunk.data.readableBytes == step.length else {
                             throw MusterError(
                                 .digestMismatch,
                                 "the coordinator's \(item.kind.rawValue) \(item.digest) is \(chunk.header.totalSize) "
                                     + "bytes, signed: \(item.size) bytes; refused, nothing was stored",
-                                hint: "the coordinator's copy is damaged; publish the module again from an intact build")
+                                hint:
+                                    "the coordinator's copy is damaged; publish the module again from an intact build"
+                            )
                         }
                         try current.write(chunk.data)
                         progress.bytesReceived += UInt64(step.length)

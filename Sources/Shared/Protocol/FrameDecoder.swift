@@ -8,27 +8,33 @@ import NIOCore
 /// `.protocolError` (truncated frame at end of stream); the connection handler answers them with an error
 /// frame and closes.
 ///
-/// A frame of at least ``directAssemblyBytes`` that has not fully arrived is assembled in a buffer of exactly its
-/// size, each arriving byte copied once. Left to `ByteToMessageHandler`'s cumulation buffer, a 1 MiB module
-/// chunk was copied several times: the buffer grew read by read, and after every frame handed on (a slice
-/// sharing its storage) the start of the next one was copied out again.
+/// A frame of at least ``directAssemblyBytes`` (64 KiB unless told) that has not fully arrived is assembled in a
+/// buffer of exactly its size, each arriving byte copied once. Left to `ByteToMessageHandler`'s cumulation buffer,
+/// a 1 MiB module chunk was copied several times: the buffer grew read by read, and after every frame handed on (a
+/// slice sharing its storage) the start of the next one was copied out again.
 public struct FrameDecoder: ByteToMessageDecoder, Sendable {
     public typealias InboundOut = ByteBuffer
 
     /// Default maximum frame size, 16 MiB.
     public static let defaultMaximumFrameBytes = 16 << 20
 
-    /// Frames this large or larger are assembled in their own buffer.
-    public static let directAssemblyBytes = 64 << 10
+    /// Frames this large or larger are assembled in their own buffer (by default).
+    public static let defaultDirectAssemblyBytes = 64 << 10
 
     public let maximumFrameBytes: Int
+    /// Frames this large or larger are assembled in their own buffer.
+    public let directAssemblyBytes: Int
 
     /// The large frame being assembled (its bytes so far) and how many bytes it still lacks.
     private var assembling: ByteBuffer?
     private var missing = 0
 
-    public init(maximumFrameBytes: Int = Self.defaultMaximumFrameBytes) {
+    public init(
+        maximumFrameBytes: Int = Self.defaultMaximumFrameBytes,
+        directAssemblyBytes: Int = Self.defaultDirectAssemblyBytes
+    ) {
         self.maximumFrameBytes = maximumFrameBytes
+        self.directAssemblyBytes = max(1, directAssemblyBytes)
     }
 
     public mutating func decode(context: ChannelHandlerContext, buffer: inout ByteBuffer) throws -> DecodingState {
@@ -82,7 +88,7 @@ public struct FrameDecoder: ByteToMessageDecoder, Sendable {
             buffer.moveReaderIndex(forwardBy: 4)
             return buffer.readSlice(length: Int(length))
         }
-        guard Int(length) >= Self.directAssemblyBytes else { return nil }
+        guard Int(length) >= directAssemblyBytes else { return nil }
         buffer.moveReaderIndex(forwardBy: 4)
         var frame = ByteBufferAllocator().buffer(capacity: Int(length))
         missing = Int(length) - buffer.readableBytes
