@@ -101,7 +101,8 @@ struct EnvelopeTests {
         try FrameEncoder().encode(data: envelope, out: &wire)
         // Length prefix, then the marker byte: never the `{` of a JSON-only frame.
         #expect(wire.getInteger(at: 4, as: UInt8.self) == Envelope.binaryFrameMarker)
-        let frame = try #require(try FrameDecoder().nextFrame(&wire))
+        var decoder = FrameDecoder()
+        let frame = try #require(try decoder.nextFrame(&wire))
         let decoded = try Envelope(frame: frame)
         #expect(decoded.id == "c1")
         #expect(decoded.type == .objectChunk)
@@ -118,7 +119,8 @@ struct EnvelopeTests {
             data: ByteBuffer(repeating: 7, count: 4096))
         var wire = ByteBuffer()
         try FrameEncoder().encode(data: try Message.objectChunk(chunk).envelope(), out: &wire)
-        #expect { _ = try FrameDecoder(maximumFrameBytes: 1024).nextFrame(&wire) } throws: {
+        var decoder = FrameDecoder(maximumFrameBytes: 1024)
+        #expect { _ = try decoder.nextFrame(&wire) } throws: {
             ($0 as? MusterError)?.code == .frameTooLarge
         }
     }

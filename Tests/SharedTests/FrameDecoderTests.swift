@@ -22,6 +22,31 @@ struct FrameDecoderTests {
             decoderFactory: { FrameDecoder(maximumFrameBytes: 4096) })
     }
 
+    @Test func decodesLargeFramesAssembledInTheirOwnBufferWhateverTheChunking() throws {
+        // With a threshold of 16 bytes, all but the smallest frames are collected in a buffer of their own size.
+        let inputs = [
+            "{\"a\":1}", String(repeating: "p", count: 16), "", "x", String(repeating: "y", count: 3000), "{}",
+        ]
+        try ByteToMessageDecoderVerifier.verifyDecoder(
+            inputOutputPairs: inputs.map { (frame($0), [payload($0)]) },
+            decoderFactory: { FrameDecoder(maximumFrameBytes: 4096, directAssemblyBytes: 16) })
+    }
+
+    @Test func truncatedLargeFrameAtEndOfStreamIsAnError() throws {
+        let channel = EmbeddedChannel(handler: ByteToMessageHandler(FrameDecoder()))
+        var partial = ByteBuffer()
+        partial.writeInteger(UInt32(1 << 20), endianness: .big)
+        partial.writeRepeatingByte(7, count: 100_000)
+        try channel.writeInbound(partial)
+        #expect(try channel.readInbound(as: ByteBuffer.self) == nil)
+        #expect {
+            try channel.finish()
+        } throws: { error in
+            (error as? MusterError)?.code == .protocolError
+                && (error as? MusterError)?.message.contains("100004 bytes into a frame") == true
+        }
+    }
+
     @Test func rejectsOversizeFrameBeforeBuffering() throws {
         let channel = EmbeddedChannel(handler: ByteToMessageHandler(FrameDecoder(maximumFrameBytes: 1024)))
         var header = ByteBuffer()
@@ -70,6 +95,35 @@ struct FrameDecoderTests {
         // And the decoder reads back the same envelope.
         let decoded = try Envelope(frame: out)
         #expect(decoded == envelope)
+        #expect(try channel.finish().isClean)
+    }
+
+    @Test func frameWriterSendsAPayloadWithoutCopyingItAndMatchesTheEncoder() throws {
+        let chunk = ObjectChunk(
+            header: .init(kind: .object, digest: String(repeating: "d", count: 64), offset: 0, totalSize: 5000),
+            data: ByteBuffer(repeating: 9, count: 5000))
+        let envelope = try Message.objectChunk(chunk).envelope(id: "w1")
+        let heartbeat = try Message.heartbeatAck(HeartbeatAck(heartbeatInterval: .seconds(10))).envelope(id: "w2")
+        let channel = EmbeddedChannel(handler: FrameWriter())
+        try channel.writeOutbound(envelope)
+        try channel.writeOutbound(heartbeat)
+        // The chunk as a header buffer plus the payload buffer itself, the heartbeat as one buffer.
+        var header = try #require(try channel.readOutbound(as: ByteBuffer.self))
+        let payload = try #require(try channel.readOutbound(as: ByteBuffer.self))
+        let json = try #require(try channel.readOutbound(as: ByteBuffer.self))
+        #expect(try channel.readOutbound(as: ByteBuffer.self) == nil)
+        #expect(payload == chunk.data)
+        // The very same bytes, not a copy.
+        let sent = chunk.data.withUnsafeReadableBytes { $0.baseAddress }
+        #expect(payload.withUnsafeReadableBytes { $0.baseAddress } == sent)
+        var expected = ByteBuffer()
+        try FrameEncoder().encode(data: envelope, out: &expected)
+        try FrameEncoder().encode(data: heartbeat, out: &expected)
+        var wire = ByteBuffer()
+        wire.writeBuffer(&header)
+        wire.writeImmutableBuffer(payload)
+        wire.writeImmutableBuffer(json)
+        #expect(wire == expected)
         #expect(try channel.finish().isClean)
     }
 }

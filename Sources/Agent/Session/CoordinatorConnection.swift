@@ -68,7 +68,7 @@ public enum CoordinatorConnection {
                         try channel.pipeline.syncOperations.addHandler(handler)
                         try channel.pipeline.syncOperations.addHandler(
                             ByteToMessageHandler(FrameDecoder(maximumFrameBytes: maxFrameBytes)))
-                        try channel.pipeline.syncOperations.addHandler(MessageToByteHandler(FrameEncoder()))
+                        try channel.pipeline.syncOperations.addHandler(FrameWriter())
                         return try Channel(wrappingChannelSynchronously: channel)
                     }
                 }

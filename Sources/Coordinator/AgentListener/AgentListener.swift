@@ -184,7 +184,7 @@ public final class AgentListener: Service {
                     try channel.pipeline.syncOperations.addHandler(tls)
                     try channel.pipeline.syncOperations.addHandler(
                         ByteToMessageHandler(FrameDecoder(maximumFrameBytes: maxFrameBytes)))
-                    try channel.pipeline.syncOperations.addHandler(MessageToByteHandler(FrameEncoder()))
+                    try channel.pipeline.syncOperations.addHandler(FrameWriter())
                     let async = try NIOAsyncChannel<ByteBuffer, Envelope>(wrappingChannelSynchronously: channel)
                     return AcceptedConnection(channel: async, peer: peer, id: id)
                 }

@@ -38,7 +38,9 @@ public final class ContentWriter {
         }
         var existing: UInt64 = 0
         var hasher = SHA256()
-        if resume {
+        // Only a file that has bytes needs the read buffer (a fetch opens every new file with `resume`, and
+        // zeroing a 1 MiB buffer per small file showed up in profiles).
+        if resume, (FileStatus.fstat(descriptor)?.size ?? 1) > 0 {
             // Re-hash what an earlier attempt wrote, so the final digest covers the whole file.
             var buffer = [UInt8](repeating: 0, count: 1 << 20)
             while true {
@@ -88,7 +90,8 @@ public final class ContentWriter {
         try buffer.withUnsafeReadableBytes { try write($0) }
     }
 
-    /// Checks the content and moves it into place, read-only.
+    /// Checks the content and moves it into place, read-only: ``seal(expectedDigest:expectedSize:)`` then
+    /// ``Sealed/install(to:)``.
     ///
     /// - Parameters:
     ///   - expectedDigest: The sha256 the content must have (lowercase hex); `nil` for a file named by something
@@ -97,6 +100,16 @@ public final class ContentWriter {
     ///   - finalPath: The destination; its directory is created when missing.
     /// - Throws: `MusterError` `.digestMismatch` (the temporary file is deleted), `.io`.
     public func commit(expectedDigest: String?, expectedSize: UInt64? = nil, to finalPath: String) throws {
+        try seal(expectedDigest: expectedDigest, expectedSize: expectedSize).install(to: finalPath)
+    }
+
+    /// Checks the content's digest and size and hands the open temporary file over for
+    /// ``Sealed/install(to:)``, which may run on another thread (it `fsync`s, the slow part). The writer is done
+    /// afterwards either way.
+    ///
+    /// - Throws: `MusterError` `.digestMismatch` (the temporary file is deleted), `.internal` when already done.
+    public func seal(expectedDigest: String?, expectedSize: UInt64? = nil) throws -> Sealed {
+        guard fd >= 0 else { throw MusterError(.internal, "\(temporaryPath) was already committed or discarded") }
         let digest = ContentDigest.hex(hasher.finalize())
         guard expectedDigest.map({ $0 == digest }) ?? true, expectedSize.map({ $0 == offset }) ?? true else {
             discard()
@@ -106,30 +119,49 @@ public final class ContentWriter {
                     + (expectedSize.map { "; expected \($0) bytes" } ?? "") + "): refused, nothing was stored",
                 hint: "the source holds a damaged copy; publish the module again from an intact build")
         }
-        if fsync(fd) != 0 {
-            let error = Self.writeError(temporaryPath, errno: errno)
-            discard()
-            throw error
-        }
-        if fchmod(fd, 0o444) != 0 {
-            let reason = String(cString: strerror(errno))
-            discard()
-            throw MusterError(.io, "cannot make \(temporaryPath) read-only: \(reason)")
-        }
-        close(fd)
+        let sealed = Sealed(fd: fd, temporaryPath: temporaryPath)
         fd = -1
-        let directory = (finalPath as NSString).deletingLastPathComponent
-        if mkdir(directory, 0o755) != 0, errno != EEXIST {
-            let reason = String(cString: strerror(errno))
-            unlink(temporaryPath)
-            throw MusterError(.io, "cannot create \(directory): \(reason)")
+        return sealed
+    }
+
+    /// Verified content in its temporary file, not yet durable or in place. Owns the open file: call
+    /// ``install(to:)`` exactly once.
+    public struct Sealed: Sendable {
+        let fd: Int32
+        public let temporaryPath: String
+
+        /// `fsync`s the file, makes it read-only (0444), renames it to `finalPath` and `fsync`s the directory.
+        /// Blocking: run it off the cooperative pool when it is not the only thing going on. On failure the
+        /// temporary file is deleted.
+        ///
+        /// - Throws: `MusterError` `.io` (a full disk says so: "no space left on device").
+        public func install(to finalPath: String) throws {
+            if fsync(fd) != 0 {
+                let error = ContentWriter.writeError(temporaryPath, errno: errno)
+                close(fd)
+                unlink(temporaryPath)
+                throw error
+            }
+            if fchmod(fd, 0o444) != 0 {
+                let reason = String(cString: strerror(errno))
+                close(fd)
+                unlink(temporaryPath)
+                throw MusterError(.io, "cannot make \(temporaryPath) read-only: \(reason)")
+            }
+            close(fd)
+            let directory = (finalPath as NSString).deletingLastPathComponent
+            if mkdir(directory, 0o755) != 0, errno != EEXIST {
+                let reason = String(cString: strerror(errno))
+                unlink(temporaryPath)
+                throw MusterError(.io, "cannot create \(directory): \(reason)")
+            }
+            guard rename(temporaryPath, finalPath) == 0 else {
+                let reason = String(cString: strerror(errno))
+                unlink(temporaryPath)
+                throw MusterError(.io, "cannot move \(temporaryPath) to \(finalPath): \(reason)")
+            }
+            ContentWriter.syncDirectory(directory)
         }
-        guard rename(temporaryPath, finalPath) == 0 else {
-            let reason = String(cString: strerror(errno))
-            unlink(temporaryPath)
-            throw MusterError(.io, "cannot move \(temporaryPath) to \(finalPath): \(reason)")
-        }
-        Self.syncDirectory(directory)
     }
 
     /// Closes and deletes the temporary file.

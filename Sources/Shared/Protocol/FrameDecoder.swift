@@ -7,16 +7,34 @@ import NIOCore
 /// `LengthFieldBasedFrameDecoder`, which has no cap). Errors are `MusterError` `.frameTooLarge` and
 /// `.protocolError` (truncated frame at end of stream); the connection handler answers them with an error
 /// frame and closes.
+///
+/// A frame of at least ``directAssemblyBytes`` (64 KiB unless told) that has not fully arrived is assembled in a
+/// buffer of exactly its size, each arriving byte copied once. Left to `ByteToMessageHandler`'s cumulation buffer,
+/// a 1 MiB module chunk was copied several times: the buffer grew read by read, and after every frame handed on (a
+/// slice sharing its storage) the start of the next one was copied out again.
 public struct FrameDecoder: ByteToMessageDecoder, Sendable {
     public typealias InboundOut = ByteBuffer
 
     /// Default maximum frame size, 16 MiB.
     public static let defaultMaximumFrameBytes = 16 << 20
 
-    public let maximumFrameBytes: Int
+    /// Frames this large or larger are assembled in their own buffer (by default).
+    public static let defaultDirectAssemblyBytes = 64 << 10
 
-    public init(maximumFrameBytes: Int = Self.defaultMaximumFrameBytes) {
+    public let maximumFrameBytes: Int
+    /// Frames this large or larger are assembled in their own buffer.
+    public let directAssemblyBytes: Int
+
+    /// The large frame being assembled (its bytes so far) and how many bytes it still lacks.
+    private var assembling: ByteBuffer?
+    private var missing = 0
+
+    public init(
+        maximumFrameBytes: Int = Self.defaultMaximumFrameBytes,
+        directAssemblyBytes: Int = Self.defaultDirectAssemblyBytes
+    ) {
         self.maximumFrameBytes = maximumFrameBytes
+        self.directAssemblyBytes = max(1, directAssemblyBytes)
     }
 
     public mutating func decode(context: ChannelHandlerContext, buffer: inout ByteBuffer) throws -> DecodingState {
@@ -32,18 +50,32 @@ public struct FrameDecoder: ByteToMessageDecoder, Sendable {
             context.fireChannelRead(Self.wrapInboundOut(frame))
             return .continue
         }
-        if seenEOF, buffer.readableBytes > 0 {
-            let have = buffer.readableBytes
-            buffer.moveReaderIndex(forwardBy: have)
+        if seenEOF, buffer.readableBytes > 0 || assembling != nil {
+            let have = buffer.readableBytes + (assembling.map { 4 + $0.readableBytes } ?? 0)
+            buffer.moveReaderIndex(forwardBy: buffer.readableBytes)
+            assembling = nil
             throw MusterError(.protocolError, "truncated frame: the connection ended \(have) bytes into a frame")
         }
         return .needMoreData
     }
 
-    /// Takes one complete frame off the front of `buffer`, if there is one.
+    /// Takes one complete frame off the front of `buffer`, if there is one. The start of a large frame is taken
+    /// off too (into the decoder's own buffer) so that it is not copied again.
     ///
     /// - Throws: `MusterError` `.frameTooLarge` as soon as the length prefix exceeds the maximum.
-    func nextFrame(_ buffer: inout ByteBuffer) throws -> ByteBuffer? {
+    mutating func nextFrame(_ buffer: inout ByteBuffer) throws -> ByteBuffer? {
+        if var frame = assembling {
+            // Not stored while written to, so the buffer stays uniquely referenced and is never copied.
+            assembling = nil
+            let take = min(missing, buffer.readableBytes)
+            frame.writeImmutableBuffer(buffer.readSlice(length: take) ?? ByteBuffer())
+            missing -= take
+            guard missing == 0 else {
+                assembling = frame
+                return nil
+            }
+            return frame
+        }
         guard let length = buffer.getInteger(at: buffer.readerIndex, endianness: .big, as: UInt32.self) else {
             return nil
         }
@@ -52,8 +84,16 @@ public struct FrameDecoder: ByteToMessageDecoder, Sendable {
                 .frameTooLarge,
                 "frame of \(length) bytes exceeds the maximum of \(maximumFrameBytes) bytes")
         }
-        guard buffer.readableBytes >= 4 + Int(length) else { return nil }
+        if buffer.readableBytes >= 4 + Int(length) {
+            buffer.moveReaderIndex(forwardBy: 4)
+            return buffer.readSlice(length: Int(length))
+        }
+        guard Int(length) >= directAssemblyBytes else { return nil }
         buffer.moveReaderIndex(forwardBy: 4)
-        return buffer.readSlice(length: Int(length))
+        var frame = ByteBufferAllocator().buffer(capacity: Int(length))
+        missing = Int(length) - buffer.readableBytes
+        frame.writeBuffer(&buffer)
+        assembling = frame
+        return nil
     }
 }

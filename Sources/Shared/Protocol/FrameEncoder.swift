@@ -17,16 +17,55 @@ public struct FrameEncoder: MessageToByteEncoder, Sendable {
             out.writeBytes(data.json)
             return
         }
-        // Binary frame: marker, JSON length, JSON, payload (see Envelope.payload).
-        let length = 1 + 4 + data.json.count + payload.readableBytes
+        out.reserveCapacity(4 + 1 + 4 + data.json.count + payload.readableBytes)
+        try encodeBinaryHeader(data, payloadBytes: payload.readableBytes, out: &out)
+        out.writeBuffer(&payload)
+    }
+
+    /// Binary frame up to its payload: length, marker, JSON length, JSON (see ``Envelope/payload``).
+    func encodeBinaryHeader(_ data: Envelope, payloadBytes: Int, out: inout ByteBuffer) throws {
+        let length = 1 + 4 + data.json.count + payloadBytes
         guard length <= Int(UInt32.max) else {
             throw MusterError(.frameTooLarge, "frame of \(length) bytes cannot be length-prefixed")
         }
-        out.reserveCapacity(4 + length)
         out.writeInteger(UInt32(length), endianness: .big)
         out.writeInteger(Envelope.binaryFrameMarker)
         out.writeInteger(UInt32(data.json.count), endianness: .big)
         out.writeBytes(data.json)
-        out.writeBuffer(&payload)
     }
 }
+
+/// Writes ``Envelope``s as frames in ``FrameEncoder``'s format without copying a binary payload: a frame with a
+/// payload goes down the pipeline as two buffers, its header (length, marker, JSON length, JSON) and the payload
+/// as it is. `MessageToByteHandler(FrameEncoder())` copied every 1 MiB module chunk into a fresh buffer before
+/// TLS copied it again; this is what the agent listener and the agent's connection use.
+public final class FrameWriter: ChannelOutboundHandler {
+    public typealias OutboundIn = Envelope
+    public typealias OutboundOut = ByteBuffer
+
+    private let encoder = FrameEncoder()
+
+    public init() {}
+
+    public func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        let envelope = Self.unwrapOutboundIn(data)
+        do {
+            var header = context.channel.allocator.buffer(capacity: 4 + 1 + 4 + envelope.json.count)
+            guard let payload = envelope.payload else {
+                try encoder.encode(data: envelope, out: &header)
+                context.write(Self.wrapOutboundOut(header), promise: promise)
+                return
+            }
+            try encoder.encodeBinaryHeader(envelope, payloadBytes: payload.readableBytes, out: &header)
+            // Nothing can come between the two writes: both happen here, on the event loop.
+            context.write(Self.wrapOutboundOut(header), promise: nil)
+            context.write(Self.wrapOutboundOut(payload), promise: promise)
+        } catch {
+            promise?.fail(error)
+            context.fireErrorCaught(error)
+        }
+    }
+}
+
+@available(*, unavailable)
+extension FrameWriter: Sendable {}

@@ -161,7 +161,7 @@ enum RawClient {
             if closeAfterWrite { return ([], false) }
             var pending = ByteBuffer()
             var envelopes: [Envelope] = []
-            let decoder = FrameDecoder()
+            var decoder = FrameDecoder()
             do {
                 for try await chunk in inbound {
                     var chunk = chunk
