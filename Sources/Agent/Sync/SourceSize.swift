@@ -22,8 +22,8 @@ enum SourceSize {
     struct Result: Sendable, Equatable {
         var bytes: UInt64 = 0
         var entries = 0
-        /// Sum of the sizes of regular files (excludes applied, hard links counted each time, as rsync's
-        /// "Total file size"); only with `snapshot`.
+        /// Sum of the sizes of regular files and symlink targets (excludes applied, hard links counted each time,
+        /// as rsync's "Total file size"); only with `snapshot`.
         var regularBytes: UInt64 = 0
         /// Directories that could not be read and entries that could not be `lstat`ed for a reason other than
         /// having vanished; only with `snapshot` (a snapshot with holes cannot prove anything unchanged).
@@ -209,6 +209,9 @@ enum SourceSize {
                 if snapshot { partial.entries.append(SnapshotEntry(path: path, stat: FileStat(info))) }
                 if isDirectory { subdirectories.append(Directory(path: path, excluded: excluded)) }
                 if excluded { continue }
+                if snapshot, info.st_mode & S_IFMT == S_IFLNK {
+                    partial.result.regularBytes += UInt64(max(0, info.st_size))  // rsync counts link targets too
+                }
                 partial.result.entries += 1
                 if isDirectory {
                     partial.result.bytes += 4096

@@ -88,7 +88,9 @@ extension SyncEngine {
                 let compared = journal.plan(
                     source: sourceWalk.entries, destination: destinationSnapshot.entries,
                     destinationRoot: SyncJournal.RootIdentity.of(spec.destination), delete: spec.delete,
-                    hasExcludes: !spec.excludes.isEmpty)
+                    hasExcludes: !spec.excludes.isEmpty,
+                    racyWindow: journalRacyWindow.components.seconds * 1_000_000_000
+                        + journalRacyWindow.components.attoseconds / 1_000_000_000)
                 journalReport.used = true
                 journalReport.comparedPaths = compared.comparedPaths
                 journalReport.changedPaths = compared.changedPaths.count

@@ -100,6 +100,8 @@ struct SyncEngine: Sendable {
     var spaceMargin: Double = 0.10
     /// Where change journals live (`<state-dir>/sync-journals`); `nil`: no journal, every run is a full rsync.
     var journalDirectory: String?
+    /// The journal's racy window (``SyncJournal/racyWindow``); tests that rewrite files within it shorten it.
+    var journalRacyWindow: Duration = .seconds(2)
     var logger: Logger
 
     init(

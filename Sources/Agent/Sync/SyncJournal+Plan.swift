@@ -26,15 +26,16 @@ extension SyncJournal {
     ///
     /// A path is changed when its source record differs from the recorded one (or is new), its destination record
     /// differs (or went missing), it lacks a destination copy although no exclude could explain that, or either
-    /// recorded `ctime` is within ``racyWindow`` of the time it was read. A full run is needed when the destination
-    /// root is another directory, a snapshot has unreadable parts, a changed path is hard-linked (on either side,
+    /// recorded `ctime` is within `racyWindow` (default ``racyWindow``) of the time it was read. A full run is needed when the destination
+    /// root is another directory, a snapshot has unreadable parts, the sync has excludes and anything changed (rsync
+    /// does not check a listed path's parents against them), a changed path is hard-linked (on either side,
     /// now or then), with `delete` when a source path was deleted or the destination holds an entry the journal
     /// does not know (or a destination-only entry changed), or when more than `maxChangedFraction` of the paths
     /// (and more than `minimumFullRunPaths`) changed.
     func plan(
         source: [SourceSize.SnapshotEntry], destination: [SourceSize.SnapshotEntry],
         destinationRoot currentRoot: RootIdentity?, delete: Bool, hasExcludes: Bool,
-        maxChangedFraction: Double = 0.2, minimumFullRunPaths: Int = 100
+        maxChangedFraction: Double = 0.2, minimumFullRunPaths: Int = 100, racyWindow: Int64 = SyncJournal.racyWindow
     ) -> Plan {
         var index: [[UInt8]: Int] = [:]
         index.reserveCapacity(entries.count)
@@ -66,8 +67,8 @@ extension SyncJournal {
                 changed.append(false)
             }
         }
-        let sourceCut = sourceReadTime - Self.racyWindow
-        let destinationCut = destinationReadTime - Self.racyWindow
+        let sourceCut = sourceReadTime - racyWindow
+        let destinationCut = destinationReadTime - racyWindow
         for position in entries.indices {
             let recorded = entries[position]
             let now = current[position]
@@ -99,6 +100,11 @@ extension SyncJournal {
                 needFull("'\(TreeWalker.display(entry.path))' changed and is hard-linked (rsync -H needs the whole tree)")
             }
             changedPaths.append(entry.path)
+        }
+        if hasExcludes, !changedPaths.isEmpty {
+            // rsync checks --exclude against each listed path but not against its parents: a changed file below an
+            // excluded directory would be copied by a partial run and never by a full one.
+            needFull("with excludes, changed paths need rsync's own walk of the tree")
         }
         let limit = max(Double(minimumFullRunPaths), maxChangedFraction * Double(current.count))
         if Double(changedPaths.count) > limit {
