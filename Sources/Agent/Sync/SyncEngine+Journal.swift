@@ -73,7 +73,7 @@ extension SyncEngine {
         switch loaded {
         case .failure(let error):
             journalReport.reason = "no usable journal: \(error)"
-            if error.description == "none yet" {
+            if error.missing {
                 logger.info("no sync journal yet; running a full rsync", metadata: ["journal": "\(path)"])
             } else {
                 logger.warning(

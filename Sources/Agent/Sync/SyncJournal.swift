@@ -47,6 +47,8 @@ struct SyncJournal: Sendable {
     /// Why a journal file could not be used.
     struct LoadError: Error, Sendable, CustomStringConvertible {
         var description: String
+        /// There is no journal file (the first sync, or the last one did not finish cleanly).
+        var missing = false
     }
 
     static let version: UInt32 = 1
@@ -205,13 +207,13 @@ struct SyncJournal: Sendable {
     // MARK: - Files
 
     /// Reads and checks the journal at `path`.
-    /// - Throws: ``LoadError`` for a file that cannot be read or used (missing: `ENOENT` in the description).
+    /// - Throws: ``LoadError`` for a file that cannot be read or used (``LoadError/missing`` when there is none).
     static func load(path: String) throws -> SyncJournal {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else {
             let error = errno
-            throw LoadError(
-                description: error == ENOENT ? "none yet" : "cannot open: \(String(cString: strerror(error)))")
+            if error == ENOENT { throw LoadError(description: "none yet", missing: true) }
+            throw LoadError(description: "cannot open: \(String(cString: strerror(error)))")
         }
         defer { close(fd) }
         var bytes: [UInt8] = []

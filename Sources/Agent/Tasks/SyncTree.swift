@@ -5,9 +5,11 @@ import Shared
 /// codes mapped, optional verification) and streams rsync's progress to the coordinator.
 ///
 /// Spec: `{"source": "/abs", "destination": "/abs", "delete": false, "excludes": [], "verify": "none|sample|full",
-/// "dryRun": false, "journal": true}` (all but the paths optional; `journal: false` turns the change journal off). Progress: `{"phase": "precheck|copying|verifying", "bytes",
-/// "percent", "bytesPerSecond", "etaSeconds", "filesTransferred", "filesChecked", "filesTotal"}` at most and at
-/// least once a second while rsync runs (the `verifying` record keeps the last copy figures). Result: the engine's report. Re-running copies only what changed.
+/// "dryRun": false, "journal": true}` (all but the paths optional; `journal: false` turns the change journal off).
+/// Progress: `{"phase": "precheck|copying|verifying", "bytes", "percent", "bytesPerSecond", "etaSeconds",
+/// "filesTransferred", "filesChecked", "filesTotal"}` at most and at least once a second while rsync runs (the
+/// `verifying` record keeps the last copy figures). Result: the engine's report. Re-running copies only what
+/// changed; with the journal (default) a re-run hands rsync only the changed paths, or starts no rsync at all.
 struct SyncTree: TaskHandler {
     struct Spec: Codable, Sendable, Equatable {
         /// A local directory, or `rsync://muster@HOST:PORT/MODULE/` to pull from another node's daemon.
