@@ -1,3 +1,7 @@
+#if canImport(Glibc)
+    import Glibc
+#endif
+
 extension SyncJournal {
     /// What a re-run has to do, decided by comparing fresh snapshots of both trees with the journal.
     struct Plan: Sendable {
@@ -37,27 +41,28 @@ extension SyncJournal {
         destinationRoot currentRoot: RootIdentity?, delete: Bool, hasExcludes: Bool,
         maxChangedFraction: Double = 0.2, minimumFullRunPaths: Int = 100, racyWindow: Int64 = SyncJournal.racyWindow
     ) -> Plan {
-        var index: [[UInt8]: Int] = [:]
+        var index: [PathKey: Int] = [:]
         index.reserveCapacity(entries.count)
-        for position in entries.indices { index[entries[position].path] = position }
+        for position in entries.indices { index[PathKey(entries[position].path)] = position }
         var current = entries.map { Entry(path: $0.path, source: nil, destination: nil) }
         var changed = [Bool](repeating: false, count: entries.count)
-        var newIndex: [[UInt8]: Int] = [:]
+        var newIndex: [PathKey: Int] = [:]
         var fullReason: String?
         func needFull(_ reason: String) { if fullReason == nil { fullReason = reason } }
 
         if currentRoot != destinationRoot { needFull("the destination root is not the directory the journal describes") }
         for entry in source {
-            if let position = index[entry.path] {
+            if let position = index[PathKey(entry.path)] {
                 current[position].source = entry.stat
             } else {
-                newIndex[entry.path] = current.count
+                newIndex[PathKey(entry.path)] = current.count
                 current.append(Entry(path: entry.path, source: entry.stat, destination: nil))
                 changed.append(true)
             }
         }
         for entry in destination {
-            if let position = index[entry.path] ?? newIndex[entry.path] {
+            let key = PathKey(entry.path)
+            if let position = index[key] ?? newIndex[key] {
                 current[position].destination = entry.stat
             } else {
                 if delete {
@@ -151,14 +156,14 @@ extension SyncJournal {
     ) -> SyncJournal {
         var entries: [Entry] = []
         entries.reserveCapacity(max(source.count, destination.count))
-        var index: [[UInt8]: Int] = [:]
+        var index: [PathKey: Int] = [:]
         index.reserveCapacity(source.count)
         for entry in source {
-            index[entry.path] = entries.count
+            index[PathKey(entry.path)] = entries.count
             entries.append(Entry(path: entry.path, source: entry.stat, destination: nil))
         }
         for entry in destination {
-            if let position = index[entry.path] {
+            if let position = index[PathKey(entry.path)] {
                 entries[position].destination = entry.stat
             } else {
                 entries.append(Entry(path: entry.path, source: nil, destination: entry.stat))
@@ -167,5 +172,27 @@ extension SyncJournal {
         return SyncJournal(
             fingerprint: fingerprint, destinationRoot: destinationRoot, sourceReadTime: sourceReadTime,
             destinationReadTime: destinationReadTime, entries: entries)
+    }
+}
+
+/// A raw path as a dictionary key, hashed in one call over its bytes (`[UInt8]`'s own `Hashable` feeds the hasher
+/// byte by byte, which made comparing a 100k-path journal several times slower).
+struct PathKey: Hashable {
+    var bytes: [UInt8]
+
+    init(_ bytes: [UInt8]) { self.bytes = bytes }
+
+    func hash(into hasher: inout Hasher) {
+        bytes.withUnsafeBytes { hasher.combine(bytes: $0) }
+    }
+
+    static func == (a: PathKey, b: PathKey) -> Bool {
+        guard a.bytes.count == b.bytes.count else { return false }
+        return a.bytes.withUnsafeBytes { x in
+            b.bytes.withUnsafeBytes { y in
+                guard let left = x.baseAddress, let right = y.baseAddress else { return true }  // both empty
+                return memcmp(left, right, x.count) == 0
+            }
+        }
     }
 }
