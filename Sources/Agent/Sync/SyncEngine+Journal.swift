@@ -36,17 +36,11 @@ extension SyncEngine {
         let sourceReadTime = SyncJournal.now()
         let workers = min(8, max(2, ProcessInfo.processInfo.activeProcessorCount))
         let destinationExists = FileStatus.lstat(spec.destination)?.kind == .directory
-        async let version = rsyncVersion()
         async let destinationWalk = destinationExists
             ? try? SourceSize.snapshot(root: spec.destination, excludes: ExcludeMatcher([]), workers: workers) : nil
-        let sourceWalk: (result: SourceSize.Result, entries: [SourceSize.SnapshotEntry])
-        do {
-            sourceWalk = try await SourceSize.snapshot(root: spec.source, excludes: excludes, workers: workers)
-        } catch let error as TreeWalker.WalkError {
-            throw MusterError(
-                .invalidInput, "cannot read the source: \(error)", hint: "check that it exists and is readable")
-        }
-        let fingerprint = SyncJournal.fingerprint(spec: spec, rsyncVersion: await version)
+        async let sourceSnapshot = SourceSize.snapshot(root: spec.source, excludes: excludes, workers: workers)
+        // The journal loads while the trees are walked.
+        let fingerprint = SyncJournal.fingerprint(spec: spec, rsyncVersion: await rsyncVersion())
         let path = SyncJournal.path(directory: directory, fingerprint: fingerprint)
         let loaded: Result<SyncJournal, SyncJournal.LoadError> = await runBlocking {
             do { return .success(try SyncJournal.load(path: path)) } catch let error as SyncJournal.LoadError {
@@ -54,6 +48,13 @@ extension SyncEngine {
             } catch {
                 return .failure(SyncJournal.LoadError(description: "\(error)"))
             }
+        }
+        let sourceWalk: (result: SourceSize.Result, entries: [SourceSize.SnapshotEntry])
+        do {
+            sourceWalk = try await sourceSnapshot
+        } catch let error as TreeWalker.WalkError {
+            throw MusterError(
+                .invalidInput, "cannot read the source: \(error)", hint: "check that it exists and is readable")
         }
         let destinationSnapshot = await destinationWalk
         logger.debug(
