@@ -24,7 +24,7 @@ extension SyncEngine {
     ) async throws -> Report {
         let excludes = ExcludeMatcher(spec.excludes)
         // Half the interval: a tick delayed by a busy machine still lands within the promised second.
-        let heartbeat = ProgressHeartbeat(interval: progressInterval / 2, record: .zero, onEvent: onEvent)
+        let heartbeat = ProgressHeartbeat(interval: progressInterval / 2, event: .progress(.zero), onEvent: onEvent)
         let clock = ContinuousClock()
         var phase = clock.now
         func lap() -> String {
@@ -177,9 +177,12 @@ extension SyncEngine {
             report.exitCode == 0 && report.failedFiles.isEmpty && report.vanishedFiles.isEmpty
             && report.verification?.mismatch == nil
         if clean, let root = SyncJournal.RootIdentity.of(spec.destination) {
+            // The last event again (the final copy record, or the verification's), so the last progress value the
+            // coordinator stores stays the run's real last one.
+            let last: Event =
+                spec.verify != .none ? .verifying(spec.verify) : .progress(report.lastProgress ?? .zero)
             let again = ProgressHeartbeat(
-                interval: progressInterval / 2, record: report.lastProgress ?? .zero, onEvent: onEvent,
-                immediately: false)
+                interval: progressInterval / 2, event: last, onEvent: onEvent, immediately: false)
             let journal: SyncJournal?
             if let plan {
                 journal = await runBlocking {
@@ -264,20 +267,25 @@ extension RsyncProgress {
         totalToCheck: nil)
 }
 
-/// Sends one progress record at once (unless `immediately` is off) and again every interval until stopped: the
-/// journal's walks and write are silent, and the progress contract is at least one update a second (the journal
-/// runs it at half the progress interval).
+/// Sends one event at once (unless `immediately` is off) and again every interval until stopped: the journal's
+/// walks and write are silent, and the progress contract is at least one update a second (the journal runs it at
+/// half the progress interval). Nothing is sent once ``stop()`` has returned.
 final class ProgressHeartbeat: Sendable {
-    private let count = Mutex(0)
+    private struct State {
+        var stopped = false
+        var count = 0
+    }
+
+    private let state = Mutex(State())
     private let task = Mutex<Task<Void, Never>?>(nil)
-    private let record: RsyncProgress
+    private let event: SyncEngine.Event
     private let onEvent: @Sendable (SyncEngine.Event) -> Void
 
     init(
-        interval: Duration, record: RsyncProgress, onEvent: @escaping @Sendable (SyncEngine.Event) -> Void,
+        interval: Duration, event: SyncEngine.Event, onEvent: @escaping @Sendable (SyncEngine.Event) -> Void,
         immediately: Bool = true
     ) {
-        self.record = record
+        self.event = event
         self.onEvent = onEvent
         if immediately { send() }
         let ticker = Task { [self] in
@@ -290,12 +298,19 @@ final class ProgressHeartbeat: Sendable {
         task.withLock { $0 = ticker }
     }
 
-    var callbacks: Int { count.withLock { $0 } }
+    var callbacks: Int { state.withLock { $0.count } }
 
-    func stop() { task.withLock { $0?.cancel() } }
+    func stop() {
+        state.withLock { $0.stopped = true }
+        task.withLock { $0?.cancel() }
+    }
 
     private func send() {
-        count.withLock { $0 += 1 }
-        onEvent(.progress(record))
+        // Under the lock, so that stop() cannot return while an event is on its way.
+        state.withLock { state in
+            guard !state.stopped else { return }
+            state.count += 1
+            onEvent(event)
+        }
     }
 }
