@@ -1,4 +1,5 @@
 import Dispatch
+import Foundation
 import Synchronization
 
 #if canImport(Glibc)
@@ -16,8 +17,8 @@ import Synchronization
 /// that a difference between ``ExcludeMatcher`` and rsync's own filter can never hide a change; the size figures
 /// still leave excluded entries out.
 ///
-/// The walk runs on its own Dispatch threads, off the cooperative pool (STYLE.md convention 4): it is all
-/// blocking system calls.
+/// The walk runs on threads of its own, off the cooperative pool (STYLE.md convention 4): it is all blocking system
+/// calls.
 enum SourceSize {
     struct Result: Sendable, Equatable {
         var bytes: UInt64 = 0
@@ -64,7 +65,9 @@ enum SourceSize {
             let group = DispatchGroup()
             for _ in 0..<max(1, workers) {
                 group.enter()
-                DispatchQueue.global().async {
+                // Threads of their own: Dispatch's global queues on Linux are only as wide as the CPU count and
+                // also run Swift concurrency's jobs, so walkers there starved the progress ticker and each other.
+                Thread.detachNewThread {
                     walk.work()
                     group.leave()
                 }
@@ -226,5 +229,13 @@ enum SourceSize {
                 }
             }
         }
+    }
+}
+
+/// Runs `body` on a new thread of its own and returns its result: blocking work that must not wait behind other
+/// blocking work in Dispatch's CPU-wide global pool (the journal load during the walks).
+func onOwnThread<T: Sendable>(_ body: @escaping @Sendable () -> T) async -> T {
+    await withCheckedContinuation { continuation in
+        Thread.detachNewThread { continuation.resume(returning: body()) }
     }
 }

@@ -42,7 +42,7 @@ extension SyncEngine {
         // The journal loads while the trees are walked.
         let fingerprint = SyncJournal.fingerprint(spec: spec, rsyncVersion: await rsyncVersion())
         let path = SyncJournal.path(directory: directory, fingerprint: fingerprint)
-        let loaded: Result<SyncJournal, SyncJournal.LoadError> = await runBlocking {
+        let loaded: Result<SyncJournal, SyncJournal.LoadError> = await onOwnThread {
             do { return .success(try SyncJournal.load(path: path)) } catch let error as SyncJournal.LoadError {
                 return .failure(error)
             } catch {
