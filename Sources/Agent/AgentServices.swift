@@ -94,7 +94,10 @@ public enum AgentServices {
                 .mountVolume: MountVolume(volumes: volumes),
                 .unmountVolume: UnmountVolume(volumes: volumes),
                 .syncTree: SyncTree(
-                    engine: SyncEngine(logger: taskLogger), stateDirectory: configuration.stateDirectory),
+                    engine: SyncEngine(
+                        journalDirectory: SyncEngine.journalDirectory(stateDirectory: configuration.stateDirectory),
+                        logger: taskLogger),
+                    stateDirectory: configuration.stateDirectory),
                 .attachModule: AttachModuleHandler(fetcher: fetcher, step: moduleStep, gate: gate),
                 .detachModule: DetachModuleHandler(step: moduleStep, gate: gate),
             ],

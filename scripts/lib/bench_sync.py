@@ -8,6 +8,8 @@ Cases, each run for both tools in alternating order:
 Tools: bare `rsync -a`, rsync with muster's argv (`-aHAX --numeric-ids … --stats`, output discarded), muster.
   no-op re-run nothing changed, warm, median of N;
   1% changed   1% of the text files rewritten (new content, new mtime) before each pair, median of N.
+muster-agent sync keeps its change journal in WORKDIR/agent-state (the first copy writes it, re-runs use it);
+each muster run's mode (full, journal-partial, journal-unchanged) is printed as it finishes.
 muster runs with --json; every NDJSON line is time-stamped on arrival to measure the progress rate
 (updates per second and the longest gap between updates, from the first update to the summary).
 With --task, a fourth tool: `muster sync … --node NODE_ID --json`, i.e. a syncTree task through the coordinator
@@ -50,9 +52,10 @@ def run_same_argv(source, dest):
     return time.monotonic() - start, None
 
 
-def run_muster(agent, source, dest):
+def run_muster(agent, source, dest, state_dir):
     start = time.monotonic()
-    proc = subprocess.Popen([agent, "sync", source, dest, "--json"], stdout=subprocess.PIPE, text=True, bufsize=1)
+    proc = subprocess.Popen([agent, "sync", source, dest, "--json", "--state-dir", state_dir],
+                            stdout=subprocess.PIPE, text=True, bufsize=1)
     stamps, summary = [], None
     for line in proc.stdout:
         now = time.monotonic()
@@ -72,6 +75,8 @@ def run_muster(agent, source, dest):
         "max_gap": max(gaps) if gaps else float("nan"),
         "rate": (len(stamps) - 1) / elapsed if elapsed > 0 else float("nan"),
         "transferred": summary["stats"].get("transferredFiles"),
+        "mode": summary.get("mode", "?"),
+        "changed": (summary.get("journal") or {}).get("changedPaths"),
     }
 
 
@@ -99,6 +104,8 @@ def run_task(task, source, dest):
         "max_gap": max(gaps) if gaps else float("nan"),
         "rate": (len(stamps) - 1) / elapsed if elapsed > 0 else float("nan"),
         "transferred": result["result"]["stats"].get("transferredFiles"),
+        "mode": result["result"].get("mode", "?"),
+        "changed": (result["result"].get("journal") or {}).get("changedPaths"),
     }
 
 
@@ -130,7 +137,7 @@ def main():
     runners = {
         "bare": lambda dest: run_bare(args.source, dest),
         "same": lambda dest: run_same_argv(args.source, dest),
-        "muster": lambda dest: run_muster(args.agent, args.source, dest),
+        "muster": lambda dest: run_muster(args.agent, args.source, dest, os.path.join(args.workdir, "agent-state")),
         "task": lambda dest: run_task(args.task, args.source, dest),
     }
     results = []
@@ -142,6 +149,9 @@ def main():
                 drop_caches(drop)
             elapsed, progress = runners[tool](dests[tool])
             times[tool].append(elapsed)
+            if progress:
+                print(f"    {tool}: {elapsed:.2f} s, mode {progress['mode']}, {progress['changed']} changed paths, "
+                      f"{progress['transferred']} files transferred", file=sys.stderr, flush=True)
             if progress:
                 progresses.setdefault(tool, []).append(progress)
 

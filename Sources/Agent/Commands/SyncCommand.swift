@@ -39,6 +39,17 @@ struct SyncCommand: AsyncParsableCommand {
     @Flag(help: "Run rsync with --dry-run: report what would be copied, change nothing.")
     var dryRun = false
 
+    @Flag(
+        help: """
+            Do not use the change journal: always run rsync over the whole tree (and write no journal). By default \
+            a re-run compares both trees with the journal of the last clean sync and hands rsync only what changed.
+            """)
+    var noJournal = false
+
+    @Option(name: .long, help: "State directory (the change journals are in sync-journals/). Env: MUSTER_STATE_DIR.")
+    var stateDir: String =
+        ProcessInfo.processInfo.environment["MUSTER_STATE_DIR"] ?? AgentConfiguration.defaultStateDirectory
+
     @Option(help: .hidden)
     var rsyncPath: String = "rsync"
 
@@ -58,10 +69,12 @@ struct SyncCommand: AsyncParsableCommand {
         let spec = SyncSpec(
             source: source, destination: destination, delete: delete, excludes: excludes, verify: verify)
         let output = SyncOutput(json: json, terminal: isatty(STDERR_FILENO) == 1)
-        let engine = SyncEngine(rsync: Rsync(executable: rsyncPath), logger: logger)
+        let engine = SyncEngine(
+            rsync: Rsync(executable: rsyncPath), journalDirectory: SyncEngine.journalDirectory(stateDirectory: stateDir),
+            logger: logger)
         let report: SyncEngine.Report
         do {
-            report = try await engine.run(spec, dryRun: dryRun) { output.event($0) }
+            report = try await engine.run(spec, dryRun: dryRun, journal: !noJournal) { output.event($0) }
         } catch let error as MusterError {
             output.failure(error)
             throw ExitCode(Self.exitCode(for: error))
@@ -139,6 +152,7 @@ final class SyncOutput: Sendable {
         endBar()
         let stats = report.stats
         var text = report.dryRun ? "dry run: would transfer " : "transferred "
+        if report.mode == .journalUnchanged { text = "nothing changed since the last sync (rsync not started): transferred " }
         text += "\(stats.transferredFiles ?? 0) of \(stats.files ?? 0) files, "
         text +=
             "\(SyncEngine.format(stats.transferredFileBytes ?? 0)) of \(SyncEngine.format(stats.totalFileBytes ?? 0))"

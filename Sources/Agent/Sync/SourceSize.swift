@@ -1,4 +1,5 @@
 import Dispatch
+import Foundation
 import Synchronization
 
 #if canImport(Glibc)
@@ -11,39 +12,86 @@ import Synchronization
 /// to 4 KiB (once per hard-link group), 4 KiB per directory. Unreadable directories are skipped (rsync
 /// reports them); nothing follows symlinks.
 ///
-/// The walk runs on its own Dispatch threads, off the cooperative pool (STYLE.md convention 4): it is all
-/// blocking system calls.
+/// With `snapshot`, the same walk also `lstat`s every entry (directories and symlinks too) and returns each one's
+/// ``FileStat`` for the change journal (``SyncJournal``): it then descends into excluded directories as well, so
+/// that a difference between ``ExcludeMatcher`` and rsync's own filter can never hide a change; the size figures
+/// still leave excluded entries out.
+///
+/// The walk runs on threads of its own, off the cooperative pool (STYLE.md convention 4): it is all blocking system
+/// calls.
 enum SourceSize {
     struct Result: Sendable, Equatable {
         var bytes: UInt64 = 0
         var entries = 0
+        /// Sum of the sizes of regular files and symlink targets (excludes applied, hard links counted each time,
+        /// as rsync's "Total file size"); only with `snapshot`.
+        var regularBytes: UInt64 = 0
+        /// Directories that could not be read and entries that could not be `lstat`ed for a reason other than
+        /// having vanished; only with `snapshot` (a snapshot with holes cannot prove anything unchanged).
+        var unreadable = 0
+    }
+
+    /// One entry of a snapshot walk: the path relative to the root (raw bytes, `[]` is the root itself).
+    struct SnapshotEntry: Sendable {
+        var path: [UInt8]
+        var stat: FileStat
     }
 
     /// - Parameters:
     ///   - workers: threads walking at once (the precheck runs before rsync, so all cores are free).
     /// - Throws: ``TreeWalker/WalkError`` when `root` itself cannot be opened.
     static func measure(root: String, excludes: ExcludeMatcher, workers: Int) async throws -> Result {
+        try await run(root: root, excludes: excludes, workers: workers, snapshot: false).result
+    }
+
+    /// ``measure(root:excludes:workers:)`` that also `lstat`s every entry (see the type's documentation). The
+    /// snapshot holds the root itself (path `[]`) and every entry below it, excluded or not, in no order.
+    static func snapshot(
+        root: String, excludes: ExcludeMatcher, workers: Int
+    ) async throws -> (result: Result, entries: [SnapshotEntry]) {
+        try await run(root: root, excludes: excludes, workers: workers, snapshot: true)
+    }
+
+    private static func run(
+        root: String, excludes: ExcludeMatcher, workers: Int, snapshot: Bool
+    ) async throws -> (result: Result, entries: [SnapshotEntry]) {
         let probe = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         guard probe >= 0 else { throw TreeWalker.WalkError(path: root, operation: "open", errno: errno) }
+        var rootInfo = Glibc.stat()
+        let rootStat = fstat(probe, &rootInfo) == 0 ? FileStat(rootInfo) : nil
         close(probe)
-        let walk = Walk(root: root, excludes: excludes)
-        return await withCheckedContinuation { continuation in
+        let walk = Walk(root: root, excludes: excludes, snapshot: snapshot)
+        var (result, entries) = await withCheckedContinuation { continuation in
             let group = DispatchGroup()
             for _ in 0..<max(1, workers) {
                 group.enter()
-                DispatchQueue.global().async {
+                // Threads of their own: Dispatch's global queues on Linux are only as wide as the CPU count and
+                // also run Swift concurrency's jobs, so walkers there starved the progress ticker and each other.
+                Thread.detachNewThread {
                     walk.work()
                     group.leave()
                 }
             }
             group.notify(queue: .global()) { continuation.resume(returning: walk.total()) }
         }
+        if snapshot, let rootStat { entries.append(SnapshotEntry(path: [], stat: rootStat)) }
+        if !snapshot {
+            result.regularBytes = 0
+            result.unreadable = 0
+        }
+        return (result, entries)
     }
 
     /// The shared queue and the per-worker results.
     private final class Walk: Sendable {
+        private struct Directory {
+            var path: [UInt8]
+            /// Below an excluded directory (walked only for the snapshot, not counted).
+            var excluded: Bool
+        }
+
         private struct Queue {
-            var directories: [[UInt8]] = [[]]
+            var directories: [Directory] = [Directory(path: [], excluded: false)]
             /// Directories queued or being read; the walk is over when this reaches 0.
             var pending = 1
         }
@@ -52,6 +100,7 @@ enum SourceSize {
             var result = Result()
             /// Hard-linked files: identity → footprint, deduplicated across workers at the end.
             var links: [FileIdentity: UInt64] = [:]
+            var entries: [SnapshotEntry] = []
         }
 
         private struct FileIdentity: Hashable {
@@ -61,31 +110,39 @@ enum SourceSize {
 
         private let root: String
         private let excludes: ExcludeMatcher
+        private let snapshot: Bool
         private let queue = Mutex(Queue())
         private let partials = Mutex<[Partial]>([])
 
-        init(root: String, excludes: ExcludeMatcher) {
+        init(root: String, excludes: ExcludeMatcher, snapshot: Bool) {
             self.root = root
             self.excludes = excludes
+            self.snapshot = snapshot
         }
 
-        func total() -> Result {
+        func total() -> (Result, [SnapshotEntry]) {
             partials.withLock { partials in
                 var result = Result()
                 var links: [FileIdentity: UInt64] = [:]
-                for partial in partials {
-                    result.bytes += partial.result.bytes
-                    result.entries += partial.result.entries
-                    links.merge(partial.links) { first, _ in first }
+                var entries: [SnapshotEntry] = []
+                entries.reserveCapacity(partials.reduce(0) { $0 + $1.entries.count } + 1)
+                for index in partials.indices {
+                    result.bytes += partials[index].result.bytes
+                    result.entries += partials[index].result.entries
+                    result.regularBytes += partials[index].result.regularBytes
+                    result.unreadable += partials[index].result.unreadable
+                    links.merge(partials[index].links) { first, _ in first }
+                    entries.append(contentsOf: partials[index].entries)
+                    partials[index].entries = []
                 }
                 result.bytes += links.values.reduce(0, +)
-                return result
+                return (result, entries)
             }
         }
 
-        private func next() -> [UInt8]? {
+        private func next() -> Directory? {
             while true {
-                let (directory, done) = queue.withLock { queue -> ([UInt8]?, Bool) in
+                let (directory, done) = queue.withLock { queue -> (Directory?, Bool) in
                     if let directory = queue.directories.popLast() { return (directory, false) }
                     return (nil, queue.pending == 0)
                 }
@@ -97,7 +154,7 @@ enum SourceSize {
 
         func work() {
             var partial = Partial()
-            var found: [[UInt8]] = []
+            var found: [Directory] = []
             while let directory = next() {
                 found.removeAll(keepingCapacity: true)
                 read(directory, into: &partial, subdirectories: &found)
@@ -110,25 +167,30 @@ enum SourceSize {
             partials.withLock { $0.append(partial) }
         }
 
-        private func read(_ directory: [UInt8], into partial: inout Partial, subdirectories: inout [[UInt8]]) {
+        private func read(_ parent: Directory, into partial: inout Partial, subdirectories: inout [Directory]) {
+            let directory = parent.path
             let fd = TreeWalker.withCString(TreeWalker.cPath(root: root, relative: directory)) {
                 open($0, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
             }
             guard fd >= 0, let stream = fdopendir(fd) else {
-                if fd >= 0 { close(fd) }
+                if fd >= 0 { close(fd) } else if errno != ENOENT { partial.result.unreadable += 1 }
                 return
             }
             defer { closedir(stream) }
-            let needPaths = !excludes.isEmpty
+            let needPaths = !excludes.isEmpty || snapshot
             while let dirent = readdir(stream) {
                 var name = withUnsafeBytes(of: dirent.pointee.d_name) { raw in Array(raw.prefix(while: { $0 != 0 })) }
                 if name == [UInt8(ascii: ".")] || name == [UInt8(ascii: "."), UInt8(ascii: ".")] { continue }
                 var type = Int32(dirent.pointee.d_type)
                 name.append(0)
                 var info = Glibc.stat()
-                if type == Int32(DT_UNKNOWN) || type == Int32(DT_REG) {
+                if snapshot || type == Int32(DT_UNKNOWN) || type == Int32(DT_REG) {
                     let result = TreeWalker.withCString(name) { fstatat(fd, $0, &info, AT_SYMLINK_NOFOLLOW) }
-                    guard result == 0 else { continue }  // vanished or unreadable: rsync will say so
+                    guard result == 0 else {
+                        // Vanished or unreadable: rsync will say so.
+                        if errno != ENOENT { partial.result.unreadable += 1 }
+                        continue
+                    }
                     switch info.st_mode & S_IFMT {
                     case S_IFREG: type = Int32(DT_REG)
                     case S_IFDIR: type = Int32(DT_DIR)
@@ -138,15 +200,26 @@ enum SourceSize {
                 name.removeLast()
                 let isDirectory = type == Int32(DT_DIR)
                 var path: [UInt8] = []
+                var excluded = parent.excluded
                 if needPaths || isDirectory {
                     path = directory.isEmpty ? name : directory + [UInt8(ascii: "/")] + name
-                    if needPaths, excludes.excludes(path, isDirectory: isDirectory) { continue }
+                    if !excluded, !excludes.isEmpty, excludes.excludes(path, isDirectory: isDirectory) {
+                        // Outside a snapshot, an excluded entry and everything below it is simply skipped.
+                        guard snapshot else { continue }
+                        excluded = true
+                    }
+                }
+                if snapshot { partial.entries.append(SnapshotEntry(path: path, stat: FileStat(info))) }
+                if isDirectory { subdirectories.append(Directory(path: path, excluded: excluded)) }
+                if excluded { continue }
+                if snapshot, info.st_mode & S_IFMT == S_IFLNK {
+                    partial.result.regularBytes += UInt64(max(0, info.st_size))  // rsync counts link targets too
                 }
                 partial.result.entries += 1
                 if isDirectory {
                     partial.result.bytes += 4096
-                    subdirectories.append(path)
                 } else if type == Int32(DT_REG) {
+                    partial.result.regularBytes += UInt64(max(0, info.st_size))
                     let footprint = (UInt64(max(0, info.st_size)) + 4095) / 4096 * 4096
                     if info.st_nlink > 1 {
                         partial.links[FileIdentity(device: UInt64(info.st_dev), inode: UInt64(info.st_ino))] = footprint
@@ -156,5 +229,13 @@ enum SourceSize {
                 }
             }
         }
+    }
+}
+
+/// Runs `body` on a new thread of its own and returns its result: blocking work that must not wait behind other
+/// blocking work in Dispatch's CPU-wide global pool (the journal load during the walks).
+func onOwnThread<T: Sendable>(_ body: @escaping @Sendable () -> T) async -> T {
+    await withCheckedContinuation { continuation in
+        Thread.detachNewThread { continuation.resume(returning: body()) }
     }
 }

@@ -31,9 +31,34 @@ struct SyncEngine: Sendable {
         var fits: Bool { requiredBytes <= availableBytes }
     }
 
-    /// The result of a run that got as far as starting rsync.
+    /// How a run decided what rsync had to do (see ``SyncJournal``).
+    enum Mode: String, Sendable, Equatable, Codable {
+        /// rsync over the whole tree (no journal, journal off, dry run, or the journal could not prove less).
+        case full
+        /// rsync with `--files-from` on the paths the journal found changed.
+        case journalPartial = "journal-partial"
+        /// The journal proved nothing changed: rsync was not started.
+        case journalUnchanged = "journal-unchanged"
+    }
+
+    /// What the change journal did in a run.
+    struct JournalReport: Sendable, Equatable, Codable {
+        /// Used to decide the run (a journal loaded and compared), else why not, or why a full run was needed.
+        var used: Bool
+        var reason: String?
+        /// Paths compared with the journal and paths found changed (handed to rsync in a partial run).
+        var comparedPaths: Int
+        var changedPaths: Int
+        /// A fresh journal was written after the run.
+        var written: Bool
+    }
+
+    /// The result of a run that got as far as starting rsync, or as deciding it need not start.
     struct Report: Sendable, Codable {
         var spec: SyncSpec
+        var mode: Mode = .full
+        /// `nil` when the journal was not involved (off, dry run, pull from another node).
+        var journal: JournalReport?
         var dryRun: Bool
         var precheck: Precheck
         var exitCode: Int32
@@ -73,14 +98,25 @@ struct SyncEngine: Sendable {
     var progressInterval: Duration = .seconds(1)
     /// Extra free space required on top of the source size.
     var spaceMargin: Double = 0.10
+    /// Where change journals live (`<state-dir>/sync-journals`); `nil`: no journal, every run is a full rsync.
+    var journalDirectory: String?
+    /// The journal's racy window (``SyncJournal/racyWindow``); tests that rewrite files within it shorten it.
+    var journalRacyWindow: Duration = .seconds(2)
     var logger: Logger
 
-    init(rsync: Rsync = Rsync(), progressInterval: Duration = .seconds(1), spaceMargin: Double = 0.10, logger: Logger) {
+    init(
+        rsync: Rsync = Rsync(), progressInterval: Duration = .seconds(1), spaceMargin: Double = 0.10,
+        journalDirectory: String? = nil, logger: Logger
+    ) {
         self.rsync = rsync
         self.progressInterval = progressInterval
         self.spaceMargin = spaceMargin
+        self.journalDirectory = journalDirectory
         self.logger = logger
     }
+
+    /// The journal directory below an agent state directory.
+    static func journalDirectory(stateDirectory: String) -> String { stateDirectory + "/sync-journals" }
 
     // MARK: - Precheck
 
@@ -116,7 +152,7 @@ struct SyncEngine: Sendable {
         return check
     }
 
-    private func withMargin(_ bytes: UInt64) -> UInt64 {
+    func withMargin(_ bytes: UInt64) -> UInt64 {
         UInt64((Double(bytes) * (1 + spaceMargin)).rounded(.up))
     }
 
@@ -134,7 +170,7 @@ struct SyncEngine: Sendable {
     }
 
     /// Bytes of source files the destination already has at the same path with the same size.
-    private func alreadyPresent(_ spec: SyncSpec, excludes: ExcludeMatcher) -> UInt64 {
+    func alreadyPresent(_ spec: SyncSpec, excludes: ExcludeMatcher) -> UInt64 {
         var sizes: [[UInt8]: UInt64] = [:]
         try? TreeWalker.walk(root: spec.destination, sorted: false, strict: false, excludes: excludes) { entry in
             if entry.kind == .regular {
@@ -165,11 +201,15 @@ struct SyncEngine: Sendable {
 
     /// Validates, prechecks, copies and (if asked) verifies.
     ///
+    /// With a ``journalDirectory`` and `journal` on (and not a dry run), the run goes through the change journal
+    /// (``runWithJournal(_:started:directory:onEvent:)``): a re-run hands rsync only what changed, or nothing.
+    ///
     /// - Returns: the report, also when rsync failed or verification found a difference (see ``Report/error``).
     /// - Throws: ``MusterError`` with code `usage` for a bad spec, `invalidInput` when the source is not a
     ///   directory or the destination lacks space (nothing was copied); `internal` when rsync cannot be started.
     func run(
-        _ spec: SyncSpec, dryRun: Bool = false, onEvent: @escaping @Sendable (Event) -> Void = { _ in }
+        _ spec: SyncSpec, dryRun: Bool = false, journal: Bool = true,
+        onEvent: @escaping @Sendable (Event) -> Void = { _ in }
     ) async throws -> Report {
         let started = ContinuousClock.now
         try spec.validate()
@@ -180,8 +220,22 @@ struct SyncEngine: Sendable {
         if let kind = FileStatus.lstat(spec.destination)?.kind, kind != .directory {
             throw MusterError(.invalidInput, "the destination '\(spec.destination)' exists and is not a directory")
         }
+        if journal, !dryRun, let journalDirectory {
+            return try await runWithJournal(spec, started: started, directory: journalDirectory, onEvent: onEvent)
+        }
         let check = try await precheck(spec)
         onEvent(.precheck(check))
+        try refuseIfFull(spec, check)
+        if !dryRun { try createDestination(spec) }
+        let arguments = Rsync.arguments(for: spec, dryRun: dryRun)
+        var report = try await copy(spec, precheck: check, arguments: arguments, dryRun: dryRun, onEvent: onEvent)
+        if !dryRun { verify(spec, into: &report, onEvent: onEvent) }
+        report.elapsedSeconds = Self.seconds(ContinuousClock.now - started)
+        return report
+    }
+
+    /// Throws the precheck's refusal when the copy does not fit.
+    func refuseIfFull(_ spec: SyncSpec, _ check: Precheck) throws {
         guard check.fits else {
             throw MusterError(
                 .invalidInput,
@@ -190,15 +244,21 @@ struct SyncEngine: Sendable {
                     + "\(Int(spaceMargin * 100))% margin) but only \(Self.format(check.availableBytes)) is free",
                 hint: "free space or use a bigger volume; nothing was copied")
         }
-        if !dryRun {
-            do {
-                try FileManager.default.createDirectory(atPath: spec.destination, withIntermediateDirectories: true)
-            } catch {
-                throw MusterError(
-                    .io, "cannot create the destination '\(spec.destination)'", cause: UnderlyingError(error))
-            }
+    }
+
+    func createDestination(_ spec: SyncSpec) throws {
+        do {
+            try FileManager.default.createDirectory(atPath: spec.destination, withIntermediateDirectories: true)
+        } catch {
+            throw MusterError(.io, "cannot create the destination '\(spec.destination)'", cause: UnderlyingError(error))
         }
-        let arguments = Rsync.arguments(for: spec, dryRun: dryRun)
+    }
+
+    /// Runs rsync with `arguments` and turns its outcome into a report (without verification and elapsed time).
+    func copy(
+        _ spec: SyncSpec, precheck check: Precheck, arguments: [String], dryRun: Bool,
+        onEvent: @escaping @Sendable (Event) -> Void
+    ) async throws -> Report {
         let outcome = try await rsync.run(arguments: arguments, interval: progressInterval, logger: logger) {
             onEvent(.progress($0))
         }
@@ -206,13 +266,18 @@ struct SyncEngine: Sendable {
         logger.info(
             "rsync finished",
             metadata: ["code": "\(status.code)", "transferred": "\(outcome.stats.transferredFiles ?? -1)"])
-        var report = Report(
+        let report = Report(
             spec: spec, dryRun: dryRun, precheck: check, exitCode: status.code, severity: status.severity,
             message: status.message(), hint: status.hint, failedFiles: status.failedFiles,
             vanishedFiles: status.vanishedFiles, destinationFull: status.destinationFull, stats: outcome.stats,
             lastProgress: outcome.lastProgress, progressRecords: outcome.progressRecords,
             progressCallbacks: outcome.progressCallbacks, verification: nil, elapsedSeconds: 0)
-        if status.severity != .failure, !dryRun, spec.verify != .none {
+        return report
+    }
+
+    /// Verifies the copy if the spec asks for it and rsync did not fail.
+    func verify(_ spec: SyncSpec, into report: inout Report, onEvent: @escaping @Sendable (Event) -> Void) {
+        if report.severity != .failure, spec.verify != .none {
             onEvent(.verifying(spec.verify))
             let verifier = SyncVerifier(spec: spec, compareOwners: geteuid() == 0 && rsync.credentials == nil)
             do {
@@ -223,8 +288,6 @@ struct SyncEngine: Sendable {
                     mismatch: .init(path: spec.destination, problem: "cannot read for verification: \(error)"))
             }
         }
-        report.elapsedSeconds = Self.seconds(ContinuousClock.now - started)
-        return report
     }
 
     static func seconds(_ duration: Duration) -> Double {

@@ -5,9 +5,11 @@ import Shared
 /// codes mapped, optional verification) and streams rsync's progress to the coordinator.
 ///
 /// Spec: `{"source": "/abs", "destination": "/abs", "delete": false, "excludes": [], "verify": "none|sample|full",
-/// "dryRun": false}` (all but the paths optional). Progress: `{"phase": "precheck|copying|verifying", "bytes",
-/// "percent", "bytesPerSecond", "etaSeconds", "filesTransferred", "filesChecked", "filesTotal"}` at most and at
-/// least once a second while rsync runs (the `verifying` record keeps the last copy figures). Result: the engine's report. Re-running copies only what changed.
+/// "dryRun": false, "journal": true}` (all but the paths optional; `journal: false` turns the change journal off).
+/// Progress: `{"phase": "precheck|copying|verifying", "bytes", "percent", "bytesPerSecond", "etaSeconds",
+/// "filesTransferred", "filesChecked", "filesTotal"}` at most and at least once a second while rsync runs (the
+/// `verifying` record keeps the last copy figures). Result: the engine's report. Re-running copies only what
+/// changed; with the journal (default) a re-run hands rsync only the changed paths, or starts no rsync at all.
 struct SyncTree: TaskHandler {
     struct Spec: Codable, Sendable, Equatable {
         /// A local directory, or `rsync://muster@HOST:PORT/MODULE/` to pull from another node's daemon.
@@ -17,6 +19,8 @@ struct SyncTree: TaskHandler {
         var excludes: [String]?
         var verify: SyncSpec.Verify?
         var dryRun: Bool?
+        /// Use the change journal (default true): a re-run hands rsync only what changed since the last clean sync.
+        var journal: Bool?
         /// For an `rsync://` source: the daemon's per-task secret.
         var secret: String?
         /// Node → node, source side: serve `serve.path` read-only through an rsync daemon until the pull is done.
@@ -85,7 +89,9 @@ struct SyncTree: TaskHandler {
                         continuation.yield($0)
                     }
                 } else {
-                    report = try await engine.run(sync, dryRun: input.dryRun ?? false) { continuation.yield($0) }
+                    report = try await engine.run(
+                        sync, dryRun: input.dryRun ?? false, journal: input.journal ?? true
+                    ) { continuation.yield($0) }
                 }
             } catch {
                 continuation.finish()

@@ -50,6 +50,9 @@ extension Muster {
         @Flag(help: "Run rsync with --dry-run: report what would be copied, change nothing.")
         var dryRun = false
 
+        @Flag(help: "Do not use the node's change journal: rsync always walks the whole tree.")
+        var noJournal = false
+
         @Option(help: "Attempts (a re-run resumes where the last one stopped).")
         var maxAttempts = 1
 
@@ -70,10 +73,12 @@ extension Muster {
                 throw MusterError(.usage, "--verify must be none, sample or full")
             }
             let limit = try CoordinatorConfiguration.duration(timeout, key: "--timeout")
-            let spec: JSONValue = .object([
+            var fields: [String: JSONValue] = [
                 "source": .string(source), "destination": .string(destination), "delete": .bool(delete),
                 "excludes": .array(excludes.map { .string($0) }), "verify": .string(verify), "dryRun": .bool(dryRun),
-            ])
+            ]
+            if noJournal { fields["journal"] = .bool(false) }
+            let spec: JSONValue = .object(fields)
             let admin = try client.client()
             var task: TaskRecord
             var serveTask: TaskRecord?

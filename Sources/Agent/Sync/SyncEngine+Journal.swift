@@ -1,0 +1,316 @@
+import Foundation
+import Logging
+import Shared
+import Subprocess
+import Synchronization
+import SystemPackage
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+extension SyncEngine {
+    /// A run through the change journal (``SyncJournal``).
+    ///
+    /// The source (the precheck's walk, now `lstat`ing every entry) and the destination are walked at once while
+    /// the journal loads. When the journal proves nothing changed, rsync is not started; when some paths changed,
+    /// rsync gets the same arguments plus `--files-from` with just those; otherwise (no usable journal, or one
+    /// that cannot prove a partial run safe) rsync runs over the whole tree. After a clean run (exit 0, no failed
+    /// or vanished files, verification passed if asked) a fresh journal is written; before rsync starts, the old
+    /// one is removed, so a journal on disk always describes the state after a clean sync.
+    func runWithJournal(
+        _ spec: SyncSpec, started: ContinuousClock.Instant, directory: String,
+        onEvent: @escaping @Sendable (Event) -> Void
+    ) async throws -> Report {
+        let excludes = ExcludeMatcher(spec.excludes)
+        // Half the interval: a tick delayed by a busy machine still lands within the promised second.
+        let heartbeat = ProgressHeartbeat(interval: progressInterval / 2, event: .progress(.zero), onEvent: onEvent)
+        let clock = ContinuousClock()
+        var phase = clock.now
+        func lap() -> String {
+            let now = clock.now
+            defer { phase = now }
+            return String(format: "%.3f s", Self.seconds(now - phase))
+        }
+        defer { heartbeat.stop() }
+        let sourceReadTime = SyncJournal.now()
+        let workers = min(8, max(2, ProcessInfo.processInfo.activeProcessorCount))
+        let destinationExists = FileStatus.lstat(spec.destination)?.kind == .directory
+        async let destinationWalk = destinationExists
+            ? try? SourceSize.snapshot(root: spec.destination, excludes: ExcludeMatcher([]), workers: workers) : nil
+        async let sourceSnapshot = SourceSize.snapshot(root: spec.source, excludes: excludes, workers: workers)
+        // The journal loads while the trees are walked.
+        let fingerprint = SyncJournal.fingerprint(spec: spec, rsyncVersion: await rsyncVersion())
+        let path = SyncJournal.path(directory: directory, fingerprint: fingerprint)
+        let loaded: Result<SyncJournal, SyncJournal.LoadError> = await onOwnThread {
+            do { return .success(try SyncJournal.load(path: path)) } catch let error as SyncJournal.LoadError {
+                return .failure(error)
+            } catch {
+                return .failure(SyncJournal.LoadError(description: "\(error)"))
+            }
+        }
+        let sourceWalk: (result: SourceSize.Result, entries: [SourceSize.SnapshotEntry])
+        do {
+            sourceWalk = try await sourceSnapshot
+        } catch let error as TreeWalker.WalkError {
+            throw MusterError(
+                .invalidInput, "cannot read the source: \(error)", hint: "check that it exists and is readable")
+        }
+        let destinationSnapshot = await destinationWalk
+        logger.debug(
+            "sync journal: trees walked and journal loaded",
+            metadata: [
+                "elapsed": "\(lap())", "sourceEntries": "\(sourceWalk.entries.count)",
+                "destinationEntries": "\(destinationSnapshot?.entries.count ?? 0)",
+            ])
+
+        // Precheck from the same walk.
+        let available: UInt64
+        do {
+            available = try TreeWalker.availableBytes(at: spec.destination)
+        } catch {
+            throw MusterError(.invalidInput, "cannot measure free space at the destination: \(error)")
+        }
+        var check = Precheck(
+            sourceBytes: sourceWalk.result.bytes, sourceEntries: sourceWalk.result.entries, alreadyPresentBytes: 0,
+            availableBytes: available, requiredBytes: withMargin(sourceWalk.result.bytes))
+        if !check.fits, destinationExists {
+            check.alreadyPresentBytes = alreadyPresent(spec, excludes: excludes)
+            check.requiredBytes = withMargin(check.sourceBytes - min(check.sourceBytes, check.alreadyPresentBytes))
+        }
+        onEvent(.precheck(check))
+        try refuseIfFull(spec, check)
+
+        // Decide.
+        var plan: SyncJournal.Plan?
+        var journalReport = JournalReport(
+            used: false, reason: nil, comparedPaths: 0, changedPaths: 0, written: false)
+        switch loaded {
+        case .failure(let error):
+            journalReport.reason = "no usable journal: \(error)"
+            if error.missing {
+                logger.info("no sync journal yet; running a full rsync", metadata: ["journal": "\(path)"])
+            } else {
+                logger.warning(
+                    "the sync journal is unusable (\(error)); running a full rsync and writing a fresh one",
+                    metadata: ["journal": "\(path)"])
+            }
+        case .success(let journal) where journal.fingerprint != fingerprint:
+            journalReport.reason = "the journal belongs to another sync"
+            logger.warning("the sync journal belongs to another sync; running a full rsync", metadata: ["journal": "\(path)"])
+        case .success(let journal):
+            if let destinationSnapshot, sourceWalk.result.unreadable == 0, destinationSnapshot.result.unreadable == 0 {
+                let compared = journal.plan(
+                    source: sourceWalk.entries, destination: destinationSnapshot.entries,
+                    destinationRoot: SyncJournal.RootIdentity.of(spec.destination), delete: spec.delete,
+                    hasExcludes: !spec.excludes.isEmpty,
+                    racyWindow: journalRacyWindow.components.seconds * 1_000_000_000
+                        + journalRacyWindow.components.attoseconds / 1_000_000_000)
+                journalReport.used = true
+                journalReport.comparedPaths = compared.comparedPaths
+                journalReport.changedPaths = compared.changedPaths.count
+                if case .full(let reason) = compared.decision {
+                    journalReport.reason = reason
+                    logger.info("the sync journal cannot prove a partial run safe (\(reason)); running a full rsync")
+                } else {
+                    plan = compared
+                }
+            } else {
+                journalReport.reason =
+                    destinationSnapshot == nil
+                    ? "the destination could not be walked" : "parts of the trees could not be read"
+            }
+        }
+
+        logger.debug("sync journal: compared", metadata: ["elapsed": "\(lap())"])
+        if let plan, plan.decision == .unchanged {
+            heartbeat.stop()
+            let total = sourceWalk.result.entries + 1
+            let final = RsyncProgress(
+                bytes: 0, percent: 100, bytesPerSecond: 0, seconds: 0, transferredFiles: 0, remainingToCheck: 0,
+                totalToCheck: total)
+            onEvent(.progress(final))
+            logger.info("the sync journal shows nothing changed; rsync not started", metadata: ["journal": "\(path)"])
+            var report = Report(
+                spec: spec, mode: .journalUnchanged, journal: journalReport, dryRun: false, precheck: check,
+                exitCode: 0, severity: .success, message: "nothing changed since the last sync (change journal)",
+                hint: nil, failedFiles: [], vanishedFiles: [], destinationFull: false,
+                stats: RsyncStats(
+                    files: total, createdFiles: 0, deletedFiles: 0, transferredFiles: 0,
+                    totalFileBytes: sourceWalk.result.regularBytes, transferredFileBytes: 0, literalBytes: 0),
+                lastProgress: final, progressRecords: 0, progressCallbacks: heartbeat.callbacks + 1,
+                verification: nil, elapsedSeconds: 0)
+            verify(spec, into: &report, onEvent: onEvent)
+            report.elapsedSeconds = Self.seconds(ContinuousClock.now - started)
+            return report
+        }
+
+        // Copy: the old journal goes first, whatever happens next.
+        if unlink(path) != 0, errno != ENOENT {
+            logger.warning("cannot remove the old sync journal: \(String(cString: strerror(errno)))")
+        }
+        try createDestination(spec)
+        do {
+            try SecureFile.makeDirectory(directory, mode: 0o700)
+        } catch {
+            logger.warning("cannot create the sync journal directory: \(error)", metadata: ["journal": "\(path)"])
+        }
+        var arguments = Rsync.arguments(for: spec, dryRun: false)
+        var listFile: String?
+        if let plan {
+            let list = try writeFileList(plan.changedPaths, directory: directory)
+            listFile = list
+            arguments.insert(contentsOf: ["--files-from=\(list)", "--from0"], at: arguments.count - 2)
+            logger.info(
+                "the sync journal found \(plan.changedPaths.count) changed paths; rsync gets only those",
+                metadata: ["journal": "\(path)"])
+        }
+        defer { if let listFile { unlink(listFile) } }
+        heartbeat.stop()
+        var report = try await copy(spec, precheck: check, arguments: arguments, dryRun: false, onEvent: onEvent)
+        report.mode = plan == nil ? .full : .journalPartial
+        logger.debug("sync journal: rsync done", metadata: ["elapsed": "\(lap())"])
+        verify(spec, into: &report, onEvent: onEvent)
+
+        // A fresh journal after a clean run.
+        let clean =
+            report.exitCode == 0 && report.failedFiles.isEmpty && report.vanishedFiles.isEmpty
+            && report.verification?.mismatch == nil
+        if clean, let root = SyncJournal.RootIdentity.of(spec.destination) {
+            // The last event again (the final copy record, or the verification's), so the last progress value the
+            // coordinator stores stays the run's real last one.
+            let last: Event =
+                spec.verify != .none ? .verifying(spec.verify) : .progress(report.lastProgress ?? .zero)
+            let again = ProgressHeartbeat(
+                interval: progressInterval / 2, event: last, onEvent: onEvent, immediately: false)
+            let journal: SyncJournal?
+            if let plan {
+                journal = await runBlocking {
+                    SyncJournal.afterPartialRun(
+                        plan: plan, fingerprint: fingerprint, destination: spec.destination, destinationRoot: root,
+                        sourceReadTime: sourceReadTime)
+                }
+            } else {
+                let destinationReadTime = SyncJournal.now()
+                if let after = try? await SourceSize.snapshot(
+                    root: spec.destination, excludes: ExcludeMatcher([]), workers: workers),
+                    after.result.unreadable == 0, sourceWalk.result.unreadable == 0
+                {
+                    journal = await runBlocking {
+                        SyncJournal.afterFullRun(
+                            source: sourceWalk.entries, destination: after.entries, fingerprint: fingerprint,
+                            destinationRoot: root, sourceReadTime: sourceReadTime,
+                            destinationReadTime: destinationReadTime)
+                    }
+                } else {
+                    journal = nil
+                    logger.warning("cannot read the whole trees after the copy; no sync journal written")
+                }
+            }
+            if let journal {
+                do {
+                    try await runBlocking { try journal.write(to: path) }
+                    journalReport.written = true
+                } catch {
+                    logger.warning("cannot write the sync journal: \(error)", metadata: ["journal": "\(path)"])
+                }
+            }
+            again.stop()
+            logger.debug("sync journal: written", metadata: ["elapsed": "\(lap())", "written": "\(journalReport.written)"])
+        }
+        report.journal = journalReport
+        report.elapsedSeconds = Self.seconds(ContinuousClock.now - started)
+        return report
+    }
+
+    /// Writes `paths` NUL-separated (`.` for the root) to a new private file in `directory` for `--files-from`.
+    private func writeFileList(_ paths: [[UInt8]], directory: String) throws -> String {
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(paths.reduce(0) { $0 + $1.count + 1 })
+        for path in paths {
+            bytes += path.isEmpty ? [UInt8(ascii: ".")] : path
+            bytes.append(0)
+        }
+        let file = "\(directory)/files-from.\(getpid()).\(UInt32.random(in: 0...UInt32.max))"
+        let fd = open(file, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw MusterError(.io, "cannot create \(file): \(String(cString: strerror(errno)))") }
+        defer { close(fd) }
+        var offset = 0
+        while offset < bytes.count {
+            let written = bytes[offset...].withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
+            guard written > 0 else {
+                unlink(file)
+                throw MusterError(.io, "cannot write \(file): \(String(cString: strerror(errno)))")
+            }
+            offset += written
+        }
+        return file
+    }
+
+    /// The first line of `rsync --version` (part of the journal's fingerprint), `unknown` if it cannot run.
+    func rsyncVersion() async -> String {
+        do {
+            let result = try await Subprocess.run(
+                .path(FilePath(Rsync.resolve(rsync.executable))), arguments: ["--version"],
+                output: .string(limit: 1 << 16), error: .discarded)
+            return result.standardOutput.split(separator: "\n").first.map(String.init) ?? "unknown"
+        } catch {
+            return "unknown"
+        }
+    }
+}
+
+extension RsyncProgress {
+    /// The record sent while nothing is known yet (walking the trees, rsync building its file list).
+    static let zero = RsyncProgress(
+        bytes: 0, percent: 0, bytesPerSecond: 0, seconds: nil, transferredFiles: nil, remainingToCheck: nil,
+        totalToCheck: nil)
+}
+
+/// Sends one event at once (unless `immediately` is off) and again every interval until stopped: the journal's
+/// walks and write are silent, and the progress contract is at least one update a second (the journal runs it at
+/// half the progress interval). Nothing is sent once ``stop()`` has returned.
+final class ProgressHeartbeat: Sendable {
+    private struct State {
+        var stopped = false
+        var count = 0
+    }
+
+    private let state = Mutex(State())
+    private let task = Mutex<Task<Void, Never>?>(nil)
+    private let event: SyncEngine.Event
+    private let onEvent: @Sendable (SyncEngine.Event) -> Void
+
+    init(
+        interval: Duration, event: SyncEngine.Event, onEvent: @escaping @Sendable (SyncEngine.Event) -> Void,
+        immediately: Bool = true
+    ) {
+        self.event = event
+        self.onEvent = onEvent
+        if immediately { send() }
+        let ticker = Task { [self] in
+            while true {
+                do { try await Task.sleep(for: interval) } catch { return }
+                if Task.isCancelled { return }
+                send()
+            }
+        }
+        task.withLock { $0 = ticker }
+    }
+
+    var callbacks: Int { state.withLock { $0.count } }
+
+    func stop() {
+        state.withLock { $0.stopped = true }
+        task.withLock { $0?.cancel() }
+    }
+
+    private func send() {
+        // Under the lock, so that stop() cannot return while an event is on its way.
+        state.withLock { state in
+            guard !state.stopped else { return }
+            state.count += 1
+            onEvent(event)
+        }
+    }
+}
