@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """Driver of scripts/bench-sync: bare `rsync -a` vs `muster-agent sync`, side by side, on one source tree.
 
-  bench_sync.py AGENT SOURCE WORKDIR [--repeat N] [--no-drop-caches] [--task MUSTER STATE_DIR NODE_ID]
+  bench_sync.py AGENT SOURCE WORKDIR [--repeat N] [--first-copies N] [--no-drop-caches] [--task MUSTER STATE_DIR NODE_ID]
 
 Cases, each run for both tools in alternating order:
-  first copy   into an empty directory, page cache dropped before each run (cold), once per tool;
+  first copy   into an empty directory, page cache dropped before each run (cold), once per tool
+               (median of --first-copies rounds, order rotated each round);
 Tools: bare `rsync -a`, rsync with muster's argv (`-aHAX --numeric-ids … --stats`, output discarded), muster.
   no-op re-run nothing changed, warm, median of N;
   1% changed   1% of the text files rewritten (new content, new mtime) before each pair, median of N.
@@ -129,6 +130,7 @@ def main():
     parser.add_argument("workdir")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--no-drop-caches", action="store_true")
+    parser.add_argument("--first-copies", type=int, default=1)
     parser.add_argument("--task", nargs=3, metavar=("MUSTER", "STATE_DIR", "NODE_ID"))
     args = parser.parse_args()
     drop = not args.no_drop_caches
@@ -171,7 +173,13 @@ def main():
         shutil.rmtree(path, ignore_errors=True)
     print("first copy (cold)", file=sys.stderr, flush=True)
     times, progresses = {t: [] for t in dests}, {}
-    round_robin(times, progresses, 0, cold=True)
+    for i in range(args.first_copies):
+        if i > 0:
+            # Another round into empty directories; the order rotates so no tool always runs after the others'
+            # writeback. muster's journal is kept: its destination is a new directory, so it copies in full.
+            for path in dests.values():
+                shutil.rmtree(path, ignore_errors=True)
+        round_robin(times, progresses, i, cold=True)
     record("first copy (cold)", times, progresses)
 
     print("no-op re-run (warm)", file=sys.stderr, flush=True)
