@@ -65,19 +65,8 @@ extension SyncEngine {
             ])
 
         // Precheck from the same walk.
-        let available: UInt64
-        do {
-            available = try TreeWalker.availableBytes(at: spec.destination)
-        } catch {
-            throw MusterError(.invalidInput, "cannot measure free space at the destination: \(error)")
-        }
-        var check = Precheck(
-            sourceBytes: sourceWalk.result.bytes, sourceEntries: sourceWalk.result.entries, alreadyPresentBytes: 0,
-            availableBytes: available, requiredBytes: withMargin(sourceWalk.result.bytes))
-        if !check.fits, destinationExists {
-            check.alreadyPresentBytes = alreadyPresent(spec, excludes: excludes)
-            check.requiredBytes = withMargin(check.sourceBytes - min(check.sourceBytes, check.alreadyPresentBytes))
-        }
+        let check = try precheck(
+            spec, measured: sourceWalk.result, excludes: excludes, destinationExists: destinationExists)
         onEvent(.precheck(check))
         try refuseIfFull(spec, check)
 

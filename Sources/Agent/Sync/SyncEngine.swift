@@ -133,8 +133,16 @@ struct SyncEngine: Sendable {
             throw MusterError(
                 .invalidInput, "cannot read the source: \(error)", hint: "check that it exists and is readable")
         }
+        return try precheck(
+            spec, measured: measured, excludes: excludes,
+            destinationExists: FileStatus.lstat(spec.destination)?.kind == .directory)
+    }
+
+    /// The precheck for a source already measured: the destination's free space against the source's size.
+    func precheck(
+        _ spec: SyncSpec, measured: SourceSize.Result, excludes: ExcludeMatcher, destinationExists: Bool
+    ) throws -> Precheck {
         let total = measured.bytes
-        let entries = measured.entries
         let available: UInt64
         do {
             available = try TreeWalker.availableBytes(at: spec.destination)
@@ -142,9 +150,9 @@ struct SyncEngine: Sendable {
             throw MusterError(.invalidInput, "cannot measure free space at the destination: \(error)")
         }
         var check = Precheck(
-            sourceBytes: total, sourceEntries: entries, alreadyPresentBytes: 0, availableBytes: available,
+            sourceBytes: total, sourceEntries: measured.entries, alreadyPresentBytes: 0, availableBytes: available,
             requiredBytes: withMargin(total))
-        if !check.fits, FileStatus.lstat(spec.destination)?.kind == .directory {
+        if !check.fits, destinationExists {
             // A re-run only writes what is missing; count what is already there before refusing.
             check.alreadyPresentBytes = alreadyPresent(spec, excludes: excludes)
             check.requiredBytes = withMargin(total - min(total, check.alreadyPresentBytes))

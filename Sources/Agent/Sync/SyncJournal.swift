@@ -1,4 +1,5 @@
 import Crypto
+import Shared
 
 #if canImport(Glibc)
     import Glibc
@@ -240,28 +241,10 @@ struct SyncJournal: Sendable {
         if !directory.isEmpty, mkdir(directory, 0o700) != 0, errno != EEXIST {
             throw LoadError(description: "cannot create \(directory): \(String(cString: strerror(errno)))")
         }
-        let temp = "\(path).\(getpid()).\(UInt32.random(in: 0...UInt32.max)).tmp"
-        let fd = open(temp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
-        guard fd >= 0 else { throw LoadError(description: "cannot create \(temp): \(String(cString: strerror(errno)))") }
-        let bytes = encoded()
-        var failure: Int32 = 0
-        bytes.withUnsafeBytes { raw in
-            var offset = 0
-            while offset < raw.count {
-                let written = Glibc.write(fd, raw.baseAddress.map { $0 + offset }, raw.count - offset)
-                if written < 0 {
-                    if errno == EINTR { continue }
-                    failure = errno
-                    return
-                }
-                offset += written
-            }
-        }
-        close(fd)
-        if failure == 0, rename(temp, path) != 0 { failure = errno }
-        if failure != 0 {
-            unlink(temp)
-            throw LoadError(description: "cannot write \(path): \(String(cString: strerror(failure)))")
+        do {
+            try SecureFile.write(encoded(), to: path, mode: 0o600, durable: false)
+        } catch let error as MusterError {
+            throw LoadError(description: error.message)
         }
     }
 }

@@ -17,7 +17,11 @@ public enum SecureFile {
 
     /// Writes `bytes` to `path` atomically (see ``write(_:to:mode:)-(String,_,_)``), optionally giving the file an
     /// owner (to keep a rewritten file's owner), and fsyncs the directory so the rename survives a crash.
-    public static func write(_ bytes: [UInt8], to path: String, mode: mode_t, owner: (uid_t, gid_t)? = nil) throws {
+    /// `durable: false` skips both fsyncs, for files a crash may lose or leave older without harm (a cache that
+    /// describes a real past state): still atomic for readers, without waiting for the disk.
+    public static func write(
+        _ bytes: [UInt8], to path: String, mode: mode_t, owner: (uid_t, gid_t)? = nil, durable: Bool = true
+    ) throws {
         let directory = (path as NSString).deletingLastPathComponent
         let temp =
             "\(directory.isEmpty ? "." : directory)/.\((path as NSString).lastPathComponent).\(UInt32.random(in: 0...UInt32.max)).tmp"
@@ -39,7 +43,7 @@ public enum SecureFile {
         // The umask may have narrowed the mode at creation; set it exactly.
         if ok, fchmod(fd, mode) != 0 { ok = false }
         if ok, let owner, fchown(fd, owner.0, owner.1) != 0 { ok = false }
-        if ok, fsync(fd) != 0 { ok = false }
+        if ok, durable, fsync(fd) != 0 { ok = false }
         let savedErrno = errno
         close(fd)
         guard ok else {
@@ -52,6 +56,7 @@ public enum SecureFile {
             unlink(temp)
             throw error
         }
+        guard durable else { return }
         let directoryFD = open(directory.isEmpty ? "." : directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         if directoryFD >= 0 {
             _ = fsync(directoryFD)
