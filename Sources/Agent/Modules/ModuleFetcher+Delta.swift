@@ -54,8 +54,9 @@ extension ModuleFetcher {
     )? {
         guard sessionServesDeltas else { return nil }
         do {
-            let delta = try await fetchDelta(
-                .descriptorDelta, digest: imageDigest, base: base.imageDigest, maximumSize: Self.maximumDescriptor)
+            let delta = try await fetchInMemory(
+                .descriptorDelta, digest: imageDigest, base: base.imageDigest, maximumSize: Self.maximumDescriptor,
+                oversize: .invalidInput)
             guard let baseData = FileManager.default.contents(atPath: layout.descriptorPath(base.imageDigest)) else {
                 throw MusterError(.notFound, "the base descriptor \(base.imageDigest) disappeared from the store")
             }
@@ -81,8 +82,8 @@ extension ModuleFetcher {
         do {
             // A delta is worth it only when it is clearly smaller than the image.
             let limit = Int(min(size, UInt64(Int.max / 2)))
-            let delta = try await fetchDelta(
-                .imageDelta, digest: imageDigest, base: base.imageDigest, maximumSize: limit)
+            let delta = try await fetchInMemory(
+                .imageDelta, digest: imageDigest, base: base.imageDigest, maximumSize: limit, oversize: .invalidInput)
             let basePath = layout.imagePath(base.imageDigest)
             guard let baseData = FileManager.default.contents(atPath: basePath) else {
                 throw MusterError(.notFound, "the base image \(base.imageDigest) disappeared from the store")
@@ -127,39 +128,6 @@ extension ModuleFetcher {
         if error is CancellationError { throw error }
         if let error = error as? MusterError, error.code == .connectionFailed || error.code == .cancelled {
             throw error
-        }
-    }
-
-    /// A delta into memory, in ranged requests like a file; at most `maximumSize` bytes.
-    private func fetchDelta(_ kind: TransferKind, digest: String, base: String, maximumSize: Int) async throws
-        -> [UInt8]
-    {
-        var data: [UInt8] = []
-        var offset: UInt64 = 0
-        while true {
-            let id = try await transport.send(
-                ObjectRequest(kind: kind, digest: digest, offset: offset, length: configuration.chunkSize, base: base))
-            let chunk = try await transport.response(to: id)
-            guard chunk.header.kind == kind, chunk.header.digest == digest, chunk.header.offset == offset else {
-                throw MusterError(
-                    .protocolError,
-                    "the coordinator answered a \(kind.rawValue) request for \(digest) with another chunk")
-            }
-            guard chunk.header.totalSize <= UInt64(maximumSize) else {
-                throw MusterError(
-                    .invalidInput,
-                    "the \(kind.rawValue) is \(chunk.header.totalSize) bytes, more than the \(maximumSize) accepted")
-            }
-            if offset == 0 { data.reserveCapacity(Int(chunk.header.totalSize)) }
-            data.append(contentsOf: chunk.data.readableBytesView)
-            offset += UInt64(chunk.data.readableBytes)
-            guard offset <= chunk.header.totalSize else {
-                throw MusterError(.protocolError, "the coordinator sent more than the \(kind.rawValue)'s size")
-            }
-            if offset == chunk.header.totalSize { return data }
-            guard chunk.data.readableBytes > 0 else {
-                throw MusterError(.protocolError, "the coordinator sent an empty chunk before the end of \(digest)")
-            }
         }
     }
 }

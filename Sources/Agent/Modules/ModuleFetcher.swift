@@ -191,7 +191,9 @@ public struct ModuleFetcher: Sendable {
         {
             (descriptorData, payload, descriptorDeltaBytes) = rebuilt
         } else {
-            descriptorData = try await resuming(&resumes) { try await fetchWhole(.descriptor, digest: imageDigest) }
+            descriptorData = try await resuming(&resumes) {
+                Data(try await fetchInMemory(.descriptor, digest: imageDigest, maximumSize: Self.maximumDescriptor))
+            }
             payload = try verifiedPayload(descriptorData, imageDigest: imageDigest)
         }
 
@@ -299,23 +301,35 @@ public struct ModuleFetcher: Sendable {
         }
     }
 
-    /// A small file (a descriptor) into memory, at most 16 MiB.
-    private func fetchWhole(_ kind: TransferKind, digest: String) async throws -> Data {
-        var data = Data()
+    /// A small file (a descriptor, or a delta against `base`) into memory, in ranged requests; at most
+    /// `maximumSize` bytes. `oversize` is the error code for a file announced larger than that.
+    func fetchInMemory(
+        _ kind: TransferKind, digest: String, base: String? = nil, maximumSize: Int,
+        oversize: MusterError.Code = .protocolError
+    ) async throws -> [UInt8] {
+        var data: [UInt8] = []
         var offset: UInt64 = 0
         while true {
             let id = try await transport.send(
-                ObjectRequest(kind: kind, digest: digest, offset: offset, length: configuration.chunkSize))
+                ObjectRequest(kind: kind, digest: digest, offset: offset, length: configuration.chunkSize, base: base))
             let chunk = try await transport.response(to: id)
-            guard chunk.header.kind == kind, chunk.header.digest == digest, chunk.header.offset == offset,
-                chunk.header.totalSize <= 16 << 20
-            else {
+            guard chunk.header.kind == kind, chunk.header.digest == digest, chunk.header.offset == offset else {
                 throw MusterError(
-                    .protocolError, "the coordinator answered a \(kind.rawValue) request for \(digest) with another chunk")
+                    .protocolError,
+                    "the coordinator answered a \(kind.rawValue) request for \(digest) with another chunk")
             }
+            guard chunk.header.totalSize <= UInt64(maximumSize) else {
+                throw MusterError(
+                    oversize,
+                    "the \(kind.rawValue) is \(chunk.header.totalSize) bytes, more than the \(maximumSize) accepted")
+            }
+            if offset == 0 { data.reserveCapacity(Int(chunk.header.totalSize)) }
             data.append(contentsOf: chunk.data.readableBytesView)
             offset += UInt64(chunk.data.readableBytes)
-            if offset >= chunk.header.totalSize { return data }
+            guard offset <= chunk.header.totalSize else {
+                throw MusterError(.protocolError, "the coordinator sent more than the \(kind.rawValue)'s size")
+            }
+            if offset == chunk.header.totalSize { return data }
             guard chunk.data.readableBytes > 0 else {
                 throw MusterError(.protocolError, "the coordinator sent an empty chunk before the end of \(digest)")
             }
