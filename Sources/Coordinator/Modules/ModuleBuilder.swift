@@ -101,15 +101,7 @@ struct ModuleBuilder {
 
         try Self.makeSkeleton(tree: tree, objects: digests, at: skeleton)
         let uuid = Self.imageUUID(manifest: manifest, objects: stored)
-        let temporaryImage = "\(output.directory)/.meta.erofs.\(UInt32.random(in: 0...UInt32.max))"
-        defer { unlink(temporaryImage) }
-        try await runMkfs(image: temporaryImage, skeleton: skeleton, uuid: uuid)
-        guard let (imageDigest, imageSize) = try ContentDigest.sha256(ofFileAt: temporaryImage) else {
-            throw MusterError(.internal, "mkfs.erofs succeeded but wrote no image at \(temporaryImage)")
-        }
-        guard rename(temporaryImage, output.imagePath) == 0 else {
-            throw Self.posixError("rename into place", output.imagePath)
-        }
+        let (imageDigest, imageSize) = try await makeImage(skeleton: skeleton, uuid: uuid, at: output.imagePath)
 
         let payload = ModuleDescriptor.Payload(
             manifest: manifest, image: .init(digest: imageDigest, size: imageSize), objects: Array(stored))
@@ -243,6 +235,51 @@ struct ModuleBuilder {
             }
             guard FileStatus.setEpochTimes(path) else { throw posixError("set times", path) }
         }
+    }
+
+    /// Makes the metadata image and puts it at `destination` (through a temporary name in its directory).
+    ///
+    /// mkfs.erofs writes into a scratch directory in `/tmp`, and the image is then copied into place: in chunked
+    /// mode erofs-utils 1.5 keeps the chunk table in a `tmpfile()` (always in `/tmp`, `TMPDIR` is not read) and
+    /// moves it into the image with `copy_file_range`, which fails with EXDEV — reported only as "Could not format
+    /// the device: Input/output error" — when the image is on another filesystem than `/tmp`.
+    ///
+    /// - Returns: the image's sha256 and size, taken from the bytes copied into place.
+    func makeImage(skeleton: String, uuid: String, at destination: String) async throws -> (String, UInt64) {
+        var template = Array("/tmp/muster-mkfs-XXXXXX".utf8CString)
+        guard template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) != nil else {
+            throw Self.posixError("create a scratch directory in", "/tmp")
+        }
+        let scratch = String(decoding: template.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        defer { try? FileManager.default.removeItem(atPath: scratch) }
+        let built = "\(scratch)/meta.erofs"
+        try await runMkfs(image: built, skeleton: skeleton, uuid: uuid)
+
+        let input = open(built, O_RDONLY | O_CLOEXEC)
+        guard input >= 0 else { throw MusterError(.internal, "mkfs.erofs succeeded but wrote no image at \(built)") }
+        defer { close(input) }
+        let directory = (destination as NSString).deletingLastPathComponent
+        let temporary = "\(directory)/.meta.erofs.\(UInt32.random(in: 0...UInt32.max))"
+        let outputFD = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
+        guard outputFD >= 0 else { throw Self.posixError("create", temporary) }
+        var committed = false
+        defer {
+            close(outputFD)
+            if !committed { unlink(temporary) }
+        }
+        let copied: (size: UInt64, digest: String)
+        do {
+            copied = try HashingCopy.copy(from: input, to: outputFD)
+        } catch .read(let code) {
+            errno = code
+            throw Self.posixError("read", built)
+        } catch .write(let code) {
+            errno = code
+            throw Self.posixError("write", temporary)
+        }
+        guard rename(temporary, destination) == 0 else { throw Self.posixError("rename into place", destination) }
+        committed = true
+        return (copied.digest, copied.size)
     }
 
     /// Runs `mkfs.erofs --quiet --chunksize=4096 -T0 -U UUID --all-root IMAGE SKELETON`.

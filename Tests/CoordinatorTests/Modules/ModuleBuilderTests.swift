@@ -68,6 +68,24 @@ struct ModuleBuilderTests {
         #expect(first.descriptor.payload.image.size < 64 * 1024)
     }
 
+    @Test("an output directory on another filesystem than /tmp gives the same image (erofs-utils copy_file_range)")
+    func outputOnAnotherFilesystem() async throws {
+        let fixture = try ModuleFixture.standard()
+        defer { fixture.remove() }
+        let reference = try await Self.build(fixture, into: "here")
+        // A tmpfs is always another filesystem than /tmp (also where /tmp is itself a tmpfs).
+        let elsewhere = "\(fixture.base)/elsewhere"
+        try FileManager.default.createDirectory(atPath: elsewhere, withIntermediateDirectories: true)
+        let mounted = try ModuleFixture.shell("mount -t tmpfs -o size=64m tmpfs '\(elsewhere)'")
+        try #require(mounted.status == 0, "mount tmpfs: \(mounted.stderr)")
+        defer { _ = try? ModuleFixture.shell("umount '\(elsewhere)'") }
+        let there = try await Self.build(fixture, into: "elsewhere/out")
+        #expect(there.descriptor.payload.image == reference.descriptor.payload.image)
+        #expect(
+            FileManager.default.contents(atPath: "\(elsewhere)/out/meta.erofs")
+                == FileManager.default.contents(atPath: "\(fixture.base)/here/meta.erofs"))
+    }
+
     @Test("a changed file, mode or manifest changes the digest")
     func changes() async throws {
         let fixture = try ModuleFixture.standard()
