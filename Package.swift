@@ -45,11 +45,13 @@ let package = Package(
             providers: [.apt(["libsystemd-dev"])]
         ),
         // <sys/xattr.h> (glibc) for the module builder's trusted.overlay.* xattrs and the agent reading them back,
-        // and setns/unshare syscall wrappers for direct module mounts; headers only.
+        // setns/unshare syscall wrappers for direct module mounts, syncfs/sync_file_range for the node's object
+        // store; headers only.
         .systemLibrary(name: "CXattr"),
         .target(
             name: "Shared",
             dependencies: [
+                "CXattr",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOExtras", package: "swift-nio-extras"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),

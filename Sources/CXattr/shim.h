@@ -2,7 +2,9 @@
 // - <sys/xattr.h> for the module builder, which writes trusted.overlay.* xattrs on skeleton files, and the agent,
 //   which reads them back from mounted images;
 // - setns(2)/unshare(2) (declared by glibc only under _GNU_SOURCE) as thin syscall wrappers, for the agent making
-//   module mounts inside a service manager's mount namespace.
+//   module mounts inside a service manager's mount namespace;
+// - syncfs(2)/sync_file_range(2) (also _GNU_SOURCE only), for the agent's object store making a batch of fetched
+//   files durable with one flush.
 #include <sys/xattr.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -12,3 +14,10 @@
 
 static inline int muster_setns(int fd, int nstype) { return (int)syscall(SYS_setns, fd, nstype); }
 static inline int muster_unshare(int flags) { return (int)syscall(SYS_unshare, flags); }
+
+#define MUSTER_SYNC_FILE_RANGE_WRITE 2
+
+static inline int muster_syncfs(int fd) { return (int)syscall(SYS_syncfs, fd); }
+static inline int muster_sync_file_range(int fd, long long offset, long long nbytes, unsigned int flags) {
+    return (int)syscall(SYS_sync_file_range, fd, offset, nbytes, flags);
+}

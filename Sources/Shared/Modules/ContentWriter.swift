@@ -1,3 +1,4 @@
+import CXattr
 import Crypto
 import Foundation
 import NIOCore
@@ -162,6 +163,79 @@ public final class ContentWriter {
             }
             ContentWriter.syncDirectory(directory)
         }
+
+        /// The batch form of ``install(to:)`` for many files made durable together by
+        /// ``ContentWriter/installStaged(_:syncing:)``: starts writing the file's pages to disk without waiting
+        /// for them (`sync_file_range(SYNC_FILE_RANGE_WRITE)`, so the disk works while the next files arrive),
+        /// makes it read-only (0444) and closes it. It stays under its temporary name. Blocking (the writeback
+        /// start can wait for a congested queue): run it off the cooperative pool.
+        ///
+        /// - Throws: `MusterError` `.io`; the temporary file is deleted.
+        public func stage() throws -> Staged {
+            // Only a hint: a failure here (a file system without the call) leaves the pages to the final syncfs.
+            _ = muster_sync_file_range(fd, 0, 0, UInt32(MUSTER_SYNC_FILE_RANGE_WRITE))
+            if fchmod(fd, 0o444) != 0 {
+                let reason = String(cString: strerror(errno))
+                close(fd)
+                unlink(temporaryPath)
+                throw MusterError(.io, "cannot make \(temporaryPath) read-only: \(reason)")
+            }
+            close(fd)
+            return Staged(temporaryPath: temporaryPath)
+        }
+    }
+
+    /// A verified, read-only file under its temporary name whose durability is left to
+    /// ``ContentWriter/installStaged(_:syncing:)``.
+    public struct Staged: Sendable {
+        public let temporaryPath: String
+    }
+
+    /// Makes staged files durable and moves them into place, with two `syncfs` calls instead of an `fsync` of every
+    /// file and directory (each of which flushes the disk's cache): `syncfs` of the file system holding
+    /// `fileSystemPath` (the files' content reaches the disk), then every rename (fan-out directories created as
+    /// needed), then `syncfs` again (the renames reach it). A name therefore only ever points to durable,
+    /// verified content; a crash before the renames leaves complete temporary files, which a resumed transfer
+    /// re-hashes and installs.
+    ///
+    /// - Throws: `MusterError` `.io` when the first `syncfs` reports a writeback error (the batch's temporary
+    ///   files are deleted: their content may not be on disk) or a rename fails (that file is deleted; the
+    ///   files before it are in place).
+    public static func installStaged(_ files: [(staged: Staged, finalPath: String)], syncing fileSystemPath: String)
+        throws
+    {
+        guard !files.isEmpty else { return }
+        let fsFD = open(fileSystemPath, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard fsFD >= 0 else {
+            let reason = String(cString: strerror(errno))
+            for file in files { unlink(file.staged.temporaryPath) }
+            throw MusterError(.io, "cannot open \(fileSystemPath) to flush it: \(reason)")
+        }
+        defer { close(fsFD) }
+        if muster_syncfs(fsFD) != 0 {
+            let error = writeError(fileSystemPath, errno: errno)
+            for file in files { unlink(file.staged.temporaryPath) }
+            throw error
+        }
+        var created: Set<String> = []
+        for (index, file) in files.enumerated() {
+            let directory = (file.finalPath as NSString).deletingLastPathComponent
+            if !created.contains(directory) {
+                if mkdir(directory, 0o755) != 0, errno != EEXIST {
+                    let reason = String(cString: strerror(errno))
+                    for rest in files[index...] { unlink(rest.staged.temporaryPath) }
+                    throw MusterError(.io, "cannot create \(directory): \(reason)")
+                }
+                created.insert(directory)
+            }
+            guard rename(file.staged.temporaryPath, file.finalPath) == 0 else {
+                let reason = String(cString: strerror(errno))
+                for rest in files[index...] { unlink(rest.staged.temporaryPath) }
+                throw MusterError(.io, "cannot move \(file.staged.temporaryPath) to \(file.finalPath): \(reason)")
+            }
+        }
+        // The renames are in place either way; an error here only means they may not survive a crash.
+        _ = muster_syncfs(fsFD)
     }
 
     /// Closes and deletes the temporary file.
