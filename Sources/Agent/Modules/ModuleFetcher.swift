@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import NIOCore
 import Shared
+import Synchronization
 
 #if canImport(Glibc)
     import Glibc
@@ -42,11 +43,14 @@ public struct ModuleFetcher: Sendable {
         public var maximumResumes: Int
         /// Verified files whose staging (writeback start, chmod, close) may run at once, behind the transfer.
         public var pendingInstalls: Int
+        /// Transfers that run at once, each writing its own files with its share of ``window``.
+        public var lanes: Int
 
         public init(
             window: Int = 16, chunkSize: Int = 1 << 20, reconnectWait: Duration = .seconds(120),
-            maximumResumes: Int = 50, pendingInstalls: Int = 8
+            maximumResumes: Int = 50, pendingInstalls: Int = 8, lanes: Int = 2
         ) {
+            self.lanes = max(1, lanes)
             self.window = max(1, window)
             self.pendingInstalls = max(1, pendingInstalls)
             self.chunkSize = min(max(4096, chunkSize), ObjectRequest.maximumLength)
@@ -344,11 +348,73 @@ public struct ModuleFetcher: Sendable {
         var last: Bool
     }
 
-    /// Transfers `items` with a window of outstanding requests; answers are consumed in request order, so each
-    /// file is written sequentially.
+    /// The progress the lanes of one transfer add to.
+    private final class SharedProgress: Sendable {
+        let state: Mutex<Progress>
+        init(_ progress: Progress) { state = Mutex(progress) }
+    }
+
+    /// A staged file and where it goes.
+    private typealias StagedFile = (staged: ContentWriter.Staged, finalPath: String)
+
+    /// Transfers `items` in ``Configuration/lanes`` lanes that run at once, each with its share of the window of
+    /// outstanding requests; within a lane answers are consumed in request order, so each file is written
+    /// sequentially by one lane. Lanes let writing and hashing (the agent's heaviest work) use more than one core.
+    ///
+    /// Verified files are staged behind the transfer and made durable and moved into place together at the end
+    /// (``ContentWriter/installStaged(_:syncing:)``: two syncfs calls instead of an fsync per file and per
+    /// directory, each one a disk cache flush; together they had halved the transfer rate). The end comes on
+    /// success and on failure alike, so after this function nothing verified is left out of place and the retry
+    /// after a lost connection sees every finished file in its store.
     private func transfer(
         _ items: [Item], progress: inout Progress, report: @Sendable (Progress) async -> Void
     ) async throws {
+        // Lanes balanced by bytes: each file goes to the lane with the fewest bytes so far, in the given order.
+        let laneCount = max(1, min(configuration.lanes, items.count))
+        var lanes = [[Item]](repeating: [], count: laneCount)
+        var laneBytes = [UInt64](repeating: 0, count: laneCount)
+        for item in items {
+            let lane = laneBytes.indices.min { laneBytes[$0] < laneBytes[$1] } ?? 0
+            lanes[lane].append(item)
+            laneBytes[lane] += item.size
+        }
+        let window = max(1, configuration.window / laneCount)
+        let shared = SharedProgress(progress)
+        var staged: [StagedFile] = []
+        var failure: (any Error)?
+        // The lanes finish before this returns, so `report` does not really escape.
+        await withoutActuallyEscaping(report) { report in
+            await withTaskGroup(of: (staged: [StagedFile], error: (any Error)?).self) { group in
+                for lane in lanes {
+                    group.addTask {
+                        await self.transferLane(lane, window: window, progress: shared, report: report)
+                    }
+                }
+                for await result in group {
+                    staged += result.staged
+                    if let error = result.error {
+                        // The first error that is not a consequence of another lane's wins.
+                        if failure == nil || failure is CancellationError { failure = error }
+                        group.cancelAll()
+                    }
+                }
+            }
+        }
+        progress = shared.state.withLock { $0 }
+        let fileSystem = layout.partialDirectory
+        let batch = staged
+        if let failure {
+            try? await runBlocking { try ContentWriter.installStaged(batch, syncing: fileSystem) }
+            throw failure
+        }
+        try await runBlocking { try ContentWriter.installStaged(batch, syncing: fileSystem) }
+    }
+
+    /// One lane of ``transfer(_:progress:report:)``: its files' chunks with at most `window` requests outstanding.
+    /// Never throws: returns what it staged (also after a failure, so it still goes into place) and the error.
+    private func transferLane(
+        _ items: [Item], window: Int, progress shared: SharedProgress, report: @Sendable (Progress) async -> Void
+    ) async -> (staged: [StagedFile], error: (any Error)?) {
         var steps: [Step] = []
         for (index, item) in items.enumerated() {
             var start = FileStatus.lstat(item.partialPath)?.size ?? 0
@@ -374,18 +440,22 @@ public struct ModuleFetcher: Sendable {
         var writer: ContentWriter?
         var writerItem = -1
         // Completed, verified files are staged (writeback started, made read-only, closed) by child tasks off the
-        // cooperative pool while the next chunks arrive, at most `pendingInstalls` at once. They are made durable
-        // and moved into place together at the end, with two syncfs calls instead of an fsync per file and per
-        // directory (each one a disk cache flush: together they halved the transfer rate). The end comes on
-        // success and on failure alike, so after this function nothing verified is left out of place and the
-        // retry after a lost connection sees every finished file in its store.
-        try await withThrowingTaskGroup(of: (staged: ContentWriter.Staged, finalPath: String).self) { installs in
-            var installing = 0
-            var staged: [(staged: ContentWriter.Staged, finalPath: String)] = []
-            let fileSystem = layout.partialDirectory
+        // cooperative pool while the next chunks arrive, at most `pendingInstalls` at once.
+        return await withTaskGroup(of: Result<StagedFile, any Error>.self) { staging in
+            var pending = 0
+            var staged: [StagedFile] = []
+            var failure: (any Error)?
+            func collect(_ result: Result<StagedFile, any Error>?) {
+                switch result {
+                case .success(let file): staged.append(file)
+                case .failure(let error): if failure == nil { failure = error }
+                case nil: break
+                }
+            }
             do {
                 while head < steps.count {
-                    while next < steps.count, next - head < configuration.window {
+                    try Task.checkCancellation()
+                    while next < steps.count, next - head < window {
                         let step = steps[next]
                         let item = items[step.item]
                         let id: String? =
@@ -428,28 +498,35 @@ public struct ModuleFetcher: Sendable {
                             )
                         }
                         try current.write(chunk.data)
-                        progress.bytesReceived += UInt64(step.length)
                     }
+                    var snapshot: Progress?
                     if step.last {
-                        // The digest is checked here; only the durable move into place runs in the background.
+                        // The digest is checked here; only the staging runs in the background.
                         let sealed = try current.seal(expectedDigest: item.digest, expectedSize: item.size)
                         writer = nil
                         writerItem = -1
-                        if installing >= configuration.pendingInstalls, let done = try await installs.next() {
-                            staged.append(done)
-                            installing -= 1
+                        if pending >= configuration.pendingInstalls {
+                            collect(await staging.next())
+                            pending -= 1
+                            if let failure { throw failure }
                         }
                         let finalPath = item.finalPath
-                        installs.addTask { (try await runBlocking { try sealed.stage() }, finalPath) }
-                        installing += 1
-                        progress.filesFetched += 1
+                        staging.addTask {
+                            do { return .success((try await runBlocking { try sealed.stage() }, finalPath)) } catch {
+                                return .failure(error)
+                            }
+                        }
+                        pending += 1
                     }
-                    if id != nil || step.last { await report(progress) }
+                    if id != nil || step.last {
+                        snapshot = shared.state.withLock {
+                            $0.bytesReceived += UInt64(step.length)
+                            if step.last { $0.filesFetched += 1 }
+                            return $0
+                        }
+                    }
+                    if let snapshot { await report(snapshot) }
                 }
-                while let done = try await installs.next() { staged.append(done) }
-                let batch = staged
-                staged = []
-                try await runBlocking { try ContentWriter.installStaged(batch, syncing: fileSystem) }
             } catch {
                 for entry in inflight[head...] {
                     if let id = entry.id { transport.abandon(id) }
@@ -462,14 +539,11 @@ public struct ModuleFetcher: Sendable {
                     writer?.discard()
                     if writerItem >= 0 { unlink(items[writerItem].partialPath) }
                 }
-                // Files already verified still go into place (their staging does not react to cancellation).
-                while !installs.isEmpty {
-                    if case .success(let done) = await installs.nextResult() { staged.append(done) }
-                }
-                let batch = staged
-                try? await runBlocking { try ContentWriter.installStaged(batch, syncing: fileSystem) }
-                throw error
+                failure = error
             }
+            // Files already verified are still staged (staging does not react to cancellation).
+            while let result = await staging.next() { collect(result) }
+            return (staged, failure)
         }
     }
 }
