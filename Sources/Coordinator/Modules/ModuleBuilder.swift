@@ -168,10 +168,27 @@ struct ModuleBuilder {
         let fanOut = "\(objects.path)/\(object.digest.prefix(2))"
         if mkdir(fanOut, 0o755) != 0, errno != EEXIST { throw posixError("create", fanOut) }
 
+        let temporary = "\(objects.path)/.tmp-\(object.digest.prefix(16))-\(UInt32.random(in: 0...UInt32.max))"
+        _ = try hashCopy(from: source, via: temporary, to: destination, mode: 0o444) { copied in
+            guard copied.digest == object.digest, copied.size == object.size else {
+                throw MusterError(.io, "\(source) changed while the module was being built", hint: "build again")
+            }
+        }
+        return true
+    }
+
+    /// Copies `source` (not through a symlink) into a new file `temporary` while hashing it, lets `check` refuse
+    /// what was copied, makes it `mode` and renames it to `destination`. On any failure the temporary file is
+    /// removed, so `destination` only ever holds a complete copy.
+    ///
+    /// - Returns: the bytes copied and their sha256.
+    static func hashCopy(
+        from source: String, via temporary: String, to destination: String, mode: mode_t,
+        check: ((size: UInt64, digest: String)) throws -> Void = { _ in }
+    ) throws -> (size: UInt64, digest: String) {
         let input = open(source, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
         guard input >= 0 else { throw posixError("open", source) }
         defer { close(input) }
-        let temporary = "\(objects.path)/.tmp-\(object.digest.prefix(16))-\(UInt32.random(in: 0...UInt32.max))"
         let outputFD = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
         guard outputFD >= 0 else { throw posixError("create", temporary) }
         var committed = false
@@ -179,7 +196,6 @@ struct ModuleBuilder {
             close(outputFD)
             if !committed { unlink(temporary) }
         }
-
         let copied: (size: UInt64, digest: String)
         do {
             copied = try HashingCopy.copy(from: input, to: outputFD)
@@ -190,13 +206,11 @@ struct ModuleBuilder {
             errno = code
             throw posixError("write", temporary)
         }
-        guard copied.digest == object.digest, copied.size == object.size else {
-            throw MusterError(.io, "\(source) changed while the module was being built", hint: "build again")
-        }
-        guard fchmod(outputFD, 0o444) == 0 else { throw posixError("chmod", temporary) }
+        try check(copied)
+        guard fchmod(outputFD, mode) == 0 else { throw posixError("chmod", temporary) }
         guard rename(temporary, destination) == 0 else { throw posixError("rename into place", destination) }
         committed = true
-        return true
+        return copied
     }
 
     // MARK: - Skeleton and image
@@ -255,30 +269,9 @@ struct ModuleBuilder {
         let built = "\(scratch)/meta.erofs"
         try await runMkfs(image: built, skeleton: skeleton, uuid: uuid)
 
-        let input = open(built, O_RDONLY | O_CLOEXEC)
-        guard input >= 0 else { throw MusterError(.internal, "mkfs.erofs succeeded but wrote no image at \(built)") }
-        defer { close(input) }
         let directory = (destination as NSString).deletingLastPathComponent
         let temporary = "\(directory)/.meta.erofs.\(UInt32.random(in: 0...UInt32.max))"
-        let outputFD = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
-        guard outputFD >= 0 else { throw Self.posixError("create", temporary) }
-        var committed = false
-        defer {
-            close(outputFD)
-            if !committed { unlink(temporary) }
-        }
-        let copied: (size: UInt64, digest: String)
-        do {
-            copied = try HashingCopy.copy(from: input, to: outputFD)
-        } catch .read(let code) {
-            errno = code
-            throw Self.posixError("read", built)
-        } catch .write(let code) {
-            errno = code
-            throw Self.posixError("write", temporary)
-        }
-        guard rename(temporary, destination) == 0 else { throw Self.posixError("rename into place", destination) }
-        committed = true
+        let copied = try Self.hashCopy(from: built, via: temporary, to: destination, mode: 0o644)
         return (copied.digest, copied.size)
     }
 

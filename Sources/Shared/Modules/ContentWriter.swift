@@ -143,13 +143,7 @@ public final class ContentWriter {
                 unlink(temporaryPath)
                 throw error
             }
-            if fchmod(fd, 0o444) != 0 {
-                let reason = String(cString: strerror(errno))
-                close(fd)
-                unlink(temporaryPath)
-                throw MusterError(.io, "cannot make \(temporaryPath) read-only: \(reason)")
-            }
-            close(fd)
+            try closeReadOnly()
             let directory = (finalPath as NSString).deletingLastPathComponent
             if mkdir(directory, 0o755) != 0, errno != EEXIST {
                 let reason = String(cString: strerror(errno))
@@ -174,6 +168,12 @@ public final class ContentWriter {
         public func stage() throws -> Staged {
             // Only a hint: a failure here (a file system without the call) leaves the pages to the final syncfs.
             _ = muster_sync_file_range(fd, 0, 0, UInt32(MUSTER_SYNC_FILE_RANGE_WRITE))
+            try closeReadOnly()
+            return Staged(temporaryPath: temporaryPath)
+        }
+
+        /// Makes the file read-only (0444) and closes it; on failure deletes it.
+        private func closeReadOnly() throws {
             if fchmod(fd, 0o444) != 0 {
                 let reason = String(cString: strerror(errno))
                 close(fd)
@@ -181,7 +181,6 @@ public final class ContentWriter {
                 throw MusterError(.io, "cannot make \(temporaryPath) read-only: \(reason)")
             }
             close(fd)
-            return Staged(temporaryPath: temporaryPath)
         }
     }
 
