@@ -30,6 +30,15 @@ struct RsyncProgress: Sendable, Equatable, Codable {
         return totalToCheck - remainingToCheck
     }
 
+    /// Whether `record` starts like a progress record (blanks, then a digit), which no stats line or blank line
+    /// does: the cheap test for records that ``parse(_:)`` is not asked about.
+    static func looksLikeRecord(_ record: String) -> Bool {
+        for byte in record.utf8 where byte != UInt8(ascii: " ") && byte != UInt8(ascii: "\t") {
+            return byte >= UInt8(ascii: "0") && byte <= UInt8(ascii: "9")
+        }
+        return false
+    }
+
     /// Parses one record; `nil` for anything that is not a progress record (stats lines, blank lines).
     static func parse(_ record: some StringProtocol) -> RsyncProgress? {
         let fields = Substring(record).split(whereSeparator: { $0 == " " || $0 == "\t" })

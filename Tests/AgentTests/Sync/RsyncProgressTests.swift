@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import Testing
 
 @testable import Agent
@@ -79,6 +80,31 @@ import Testing
         var splitter = RsyncOutputSplitter(maximumRecordLength: 8)
         let records = splitter.feed(Array("0123456789abcdef".utf8))
         #expect(records == ["01234567", "89abcdef"])
+    }
+
+    @Test func onlyTheNewestProgressRecordOfARead() {
+        let delivered = Mutex<[RsyncProgress]>([])
+        let throttle = ProgressThrottle(interval: .zero) { progress in delivered.withLock { $0.append(progress) } }
+        var streams = Rsync.Streams()
+        streams.absorbStdout(
+            [
+                "         100   1%    1.00MB/s    0:00:09 (xfr#1, to-chk=9/10)",
+                "         200   2%    1.00MB/s    0:00:08 (xfr#2, to-chk=8/10)",
+                "         300   3%    1.00MB/s    0:00:07 (xfr#3, to-chk=7/10)",
+                "Number of files: 10 (reg: 9, dir: 1)",
+                "       9999 not a progress record",
+                "something rsync said",
+            ], throttle: throttle)
+        // The newest record that parses is delivered; the two before it are counted without being parsed.
+        #expect(delivered.withLock { $0.map(\.bytes) } == [300])
+        #expect(streams.progressRecords == 3)
+        #expect(streams.stats.files == 10)
+        // A record after the newest parseable one that does not parse is kept as other output, as before.
+        #expect(streams.other == ["       9999 not a progress record", "something rsync said"])
+        // A read without progress records delivers nothing.
+        streams.absorbStdout(["Total file size: 5 bytes", ""], throttle: throttle)
+        #expect(delivered.withLock { $0.count } == 1)
+        #expect(streams.progressRecords == 3)
     }
 
     @Test func statsBlockIsParsed() {
