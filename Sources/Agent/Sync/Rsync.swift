@@ -98,6 +98,7 @@ struct Rsync: Sendable {
                                 streams.absorbStdout(records, throttle: throttle)
                             }
                             if let rest = splitter.finish() { streams.absorbStdout([rest], throttle: throttle) }
+                            streams.finishStdout(throttle: throttle)
                             return streams
                         }
                         group.addTask {
@@ -158,30 +159,46 @@ struct Rsync: Sendable {
         var droppedStderrLines = 0
         var other: [String] = []
 
+        /// The newest record that looks like a progress record and is not parsed yet, and when one was last parsed.
+        private var pendingProgress: String?
+        private var lastParse: ContinuousClock.Instant?
+
         /// The records of one read. rsync rewrites its progress record once per file (100k records for a tree of
-        /// 100k small files), and only the newest one matters to the throttle: parsing every one of them was half
-        /// of muster-agent's CPU during a first copy (`perf`), taken from the 2 cores rsync's copy needs. So only
-        /// the newest record that parses is parsed; the ones before it that look like progress records (a number
-        /// first) are only counted, and everything else goes to the stats or `other` as before.
+        /// 100k small files, mostly one per read) and only the newest one matters to the throttle: parsing every
+        /// one was half of muster-agent's CPU during a first copy (`perf`), taken from the 2 cores rsync's copy
+        /// needs. Records that look like progress records (a number first) are counted and the newest is kept;
+        /// it is parsed at most every 50 ms and at the end (``finishStdout(throttle:)``). Everything else goes to
+        /// the stats or `other` at once; a kept record that turns out not to parse goes to `other` then.
         mutating func absorbStdout(_ records: [String], throttle: ProgressThrottle) {
-            var newest: (index: Int, progress: RsyncProgress)?
-            for index in records.indices.reversed() where RsyncProgress.looksLikeRecord(records[index]) {
-                if let progress = RsyncProgress.parse(records[index]) {
-                    newest = (index, progress)
-                    break
-                }
-            }
-            for (index, record) in records.enumerated() {
-                let progress = newest.map {
-                    index == $0.index || (index < $0.index && RsyncProgress.looksLikeRecord(record))
-                }
-                if progress == true {
+            for record in records {
+                if RsyncProgress.looksLikeRecord(record) {
                     progressRecords += 1
+                    pendingProgress = record
                 } else if !stats.absorb(record), other.count < 1000 {
                     other.append(record)
                 }
             }
-            if let newest { throttle.record(newest.progress) }
+            let now = ContinuousClock.now
+            if pendingProgress != nil, lastParse.map({ now - $0 >= .milliseconds(50) }) ?? true {
+                lastParse = now
+                parsePending(throttle: throttle)
+            }
+        }
+
+        /// End of stdout: the last kept record is parsed (the final record of a transfer is always delivered).
+        mutating func finishStdout(throttle: ProgressThrottle) {
+            parsePending(throttle: throttle)
+        }
+
+        private mutating func parsePending(throttle: ProgressThrottle) {
+            guard let record = pendingProgress else { return }
+            pendingProgress = nil
+            if let progress = RsyncProgress.parse(record) {
+                throttle.record(progress)
+            } else {
+                progressRecords -= 1
+                if other.count < 1000 { other.append(record) }
+            }
         }
 
         mutating func absorbStderr(_ line: String) {

@@ -82,29 +82,34 @@ import Testing
         #expect(records == ["01234567", "89abcdef"])
     }
 
-    @Test func onlyTheNewestProgressRecordOfARead() {
+    @Test func progressRecordsAreCountedAndOnlyTheNewestIsParsed() {
         let delivered = Mutex<[RsyncProgress]>([])
         let throttle = ProgressThrottle(interval: .zero) { progress in delivered.withLock { $0.append(progress) } }
         var streams = Rsync.Streams()
+        streams.absorbStdout(["         100   1%    1.00MB/s    0:00:09 (xfr#1, to-chk=9/10)"], throttle: throttle)
+        // The first one is parsed at once; the next ones within 50 ms are only counted and kept.
+        #expect(delivered.withLock { $0.map(\.bytes) } == [100])
         streams.absorbStdout(
             [
-                "         100   1%    1.00MB/s    0:00:09 (xfr#1, to-chk=9/10)",
                 "         200   2%    1.00MB/s    0:00:08 (xfr#2, to-chk=8/10)",
-                "         300   3%    1.00MB/s    0:00:07 (xfr#3, to-chk=7/10)",
                 "Number of files: 10 (reg: 9, dir: 1)",
-                "       9999 not a progress record",
+                "         300   3%    1.00MB/s    0:00:07 (xfr#3, to-chk=7/10)",
                 "something rsync said",
             ], throttle: throttle)
-        // The newest record that parses is delivered; the two before it are counted without being parsed.
-        #expect(delivered.withLock { $0.map(\.bytes) } == [300])
-        #expect(streams.progressRecords == 3)
+        streams.absorbStdout(["        1000 100%    1.00MB/s    0:00:01 (xfr#9, to-chk=0/10)"], throttle: throttle)
+        #expect(streams.progressRecords == 4)
         #expect(streams.stats.files == 10)
-        // A record after the newest parseable one that does not parse is kept as other output, as before.
-        #expect(streams.other == ["       9999 not a progress record", "something rsync said"])
-        // A read without progress records delivers nothing.
-        streams.absorbStdout(["Total file size: 5 bytes", ""], throttle: throttle)
-        #expect(delivered.withLock { $0.count } == 1)
-        #expect(streams.progressRecords == 3)
+        #expect(streams.other == ["something rsync said"])
+        // At the end of the stream the newest record is parsed and delivered: the final one is never lost.
+        streams.finishStdout(throttle: throttle)
+        #expect(delivered.withLock { $0.last?.bytes } == 1000)
+        #expect(delivered.withLock { $0.last?.isComplete } == true)
+        #expect(!delivered.withLock { $0.map(\.bytes) }.contains(200))
+        // A kept record that does not parse is moved to the other output and not counted.
+        streams.absorbStdout(["       9999 not a progress record"], throttle: throttle)
+        streams.finishStdout(throttle: throttle)
+        #expect(streams.progressRecords == 4)
+        #expect(streams.other.last == "       9999 not a progress record")
     }
 
     @Test func statsBlockIsParsed() {
