@@ -96,6 +96,12 @@ struct Rsync: Sendable {
                             for try await buffer in execution.standardOutput {
                                 let records = buffer.withUnsafeBytes { splitter.feed($0) }
                                 streams.absorbStdout(records, throttle: throttle)
+                                // rsync writes a progress record per file, ~70 bytes, so most reads returned
+                                // one: 100k reads (each an epoll registration, a continuation and a task
+                                // switch) were most of muster-agent's CPU during a first copy. A pause after
+                                // a small read lets the pipe (64 KiB) gather the next ones; progress is
+                                // reported once a second, so 20 ms later changes nothing.
+                                if buffer.count < 16 << 10 { try? await Task.sleep(for: .milliseconds(20)) }
                             }
                             if let rest = splitter.finish() { streams.absorbStdout([rest], throttle: throttle) }
                             streams.finishStdout(throttle: throttle)
