@@ -382,9 +382,10 @@ public struct ModuleFetcher: Sendable {
         let shared = SharedProgress(progress)
         var staged: [StagedFile] = []
         var failure: (any Error)?
+        var keptPartials: [String] = []
         // The lanes finish before this returns, so `report` does not really escape.
         await withoutActuallyEscaping(report) { report in
-            await withTaskGroup(of: (staged: [StagedFile], error: (any Error)?).self) { group in
+            await withTaskGroup(of: LaneResult.self) { group in
                 for lane in lanes {
                     group.addTask {
                         await self.transferLane(lane, window: window, progress: shared, report: report)
@@ -392,6 +393,7 @@ public struct ModuleFetcher: Sendable {
                 }
                 for await result in group {
                     staged += result.staged
+                    if let path = result.keptPartial { keptPartials.append(path) }
                     if let error = result.error {
                         // The first error that is not a consequence of another lane's wins.
                         if failure == nil || failure is CancellationError { failure = error }
@@ -404,6 +406,10 @@ public struct ModuleFetcher: Sendable {
         let fileSystem = layout.partialDirectory
         let batch = staged
         if let failure {
+            // A lane stopped because another one failed keeps its partial file for a resume; a failure that is
+            // not an interruption (a full disk, a digest mismatch) leaves none, as with one lane.
+            let interrupted = (failure as? MusterError)?.code == .connectionFailed || failure is CancellationError
+            if !interrupted { for path in keptPartials { unlink(path) } }
             try? await runBlocking { try ContentWriter.installStaged(batch, syncing: fileSystem) }
             throw failure
         }
@@ -414,7 +420,7 @@ public struct ModuleFetcher: Sendable {
     /// Never throws: returns what it staged (also after a failure, so it still goes into place) and the error.
     private func transferLane(
         _ items: [Item], window: Int, progress shared: SharedProgress, report: @Sendable (Progress) async -> Void
-    ) async -> (staged: [StagedFile], error: (any Error)?) {
+    ) async -> LaneResult {
         var steps: [Step] = []
         for (index, item) in items.enumerated() {
             var start = FileStatus.lstat(item.partialPath)?.size ?? 0
@@ -441,7 +447,8 @@ public struct ModuleFetcher: Sendable {
         var writerItem = -1
         // Completed, verified files are staged (writeback started, made read-only, closed) by child tasks off the
         // cooperative pool while the next chunks arrive, at most `pendingInstalls` at once.
-        return await withTaskGroup(of: Result<StagedFile, any Error>.self) { staging in
+        var keptPartial: String?
+        let result = await withTaskGroup(of: Result<StagedFile, any Error>.self) { staging in
             var pending = 0
             var staged: [StagedFile] = []
             var failure: (any Error)?
@@ -534,7 +541,10 @@ public struct ModuleFetcher: Sendable {
                 let interrupted = (error as? MusterError)?.code == .connectionFailed || error is CancellationError
                 if interrupted {
                     // Keep what arrived: the next attempt continues at the partial file's end.
-                    writer?.keepForResume()
+                    if let writer {
+                        writer.keepForResume()
+                        keptPartial = writer.temporaryPath
+                    }
                 } else {
                     writer?.discard()
                     if writerItem >= 0 { unlink(items[writerItem].partialPath) }
@@ -545,5 +555,13 @@ public struct ModuleFetcher: Sendable {
             while let result = await staging.next() { collect(result) }
             return (staged, failure)
         }
+        return LaneResult(staged: result.0, error: result.1, keptPartial: keptPartial)
+    }
+
+    /// What a lane staged, how it ended, and the partial file it kept for a resume.
+    private struct LaneResult: Sendable {
+        var staged: [StagedFile]
+        var error: (any Error)?
+        var keptPartial: String?
     }
 }
