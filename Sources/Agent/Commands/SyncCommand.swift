@@ -46,6 +46,13 @@ struct SyncCommand: AsyncParsableCommand {
             """)
     var noJournal = false
 
+    @Option(
+        help: """
+            rsync processes for a first copy into an empty destination, each over a share of the source's top-level \
+            entries (1: one rsync). Re-runs always use one.
+            """)
+    var lanes = SyncEngine.defaultCopyLanes
+
     @Option(name: .long, help: "State directory (the change journals are in sync-journals/). Env: MUSTER_STATE_DIR.")
     var stateDir: String =
         ProcessInfo.processInfo.environment["MUSTER_STATE_DIR"] ?? AgentConfiguration.defaultStateDirectory
@@ -69,9 +76,14 @@ struct SyncCommand: AsyncParsableCommand {
         let spec = SyncSpec(
             source: source, destination: destination, delete: delete, excludes: excludes, verify: verify)
         let output = SyncOutput(json: json, terminal: isatty(STDERR_FILENO) == 1)
-        let engine = SyncEngine(
+        guard (1...SyncEngine.maximumCopyLanes).contains(lanes) else {
+            output.failure(MusterError(.usage, "--lanes must be between 1 and \(SyncEngine.maximumCopyLanes)"))
+            throw ExitCode(2)
+        }
+        var engine = SyncEngine(
             rsync: Rsync(executable: rsyncPath), journalDirectory: SyncEngine.journalDirectory(stateDirectory: stateDir),
             logger: logger)
+        engine.copyLanes = lanes
         let report: SyncEngine.Report
         do {
             report = try await engine.run(spec, dryRun: dryRun, journal: !noJournal) { output.event($0) }

@@ -156,7 +156,21 @@ extension SyncEngine {
         }
         defer { if let listFile { unlink(listFile) } }
         heartbeat.stop()
-        var report = try await copy(spec, precheck: check, arguments: arguments, dryRun: false, onEvent: onEvent)
+        var report: Report
+        // A first copy (the destination was missing or empty) runs in lanes; see SyncEngine+Lanes.swift.
+        let firstCopy = !destinationExists || destinationSnapshot?.entries.count == 1
+        if plan == nil, firstCopy,
+            let lanes = Self.lanes(of: sourceWalk.entries, excludes: excludes, count: copyLanes),
+            let lists = laneLists(lanes, directory: directory)
+        {
+            defer { for list in lists { unlink(list) } }
+            report = try await copyInLanes(
+                spec, precheck: check, lanes: lanes, lists: lists, totalBytes: sourceWalk.result.regularBytes,
+                rootModificationTime: sourceWalk.entries.last { $0.path.isEmpty }?.stat.modificationTime,
+                onEvent: onEvent)
+        } else {
+            report = try await copy(spec, precheck: check, arguments: arguments, dryRun: false, onEvent: onEvent)
+        }
         report.mode = plan == nil ? .full : .journalPartial
         logger.debug("sync journal: rsync done", metadata: ["elapsed": "\(lap())"])
         verify(spec, into: &report, onEvent: onEvent)
@@ -212,8 +226,18 @@ extension SyncEngine {
         return report
     }
 
+    /// The lanes' lists, or `nil` (with a warning: the copy then runs as one rsync) when they cannot be written.
+    private func laneLists(_ lanes: [[[UInt8]]], directory: String) -> [String]? {
+        do {
+            return try writeLaneLists(lanes, directory: directory)
+        } catch {
+            logger.warning("cannot write the lanes' file lists (\(error)); copying with one rsync")
+            return nil
+        }
+    }
+
     /// Writes `paths` NUL-separated (`.` for the root) to a new private file in `directory` for `--files-from`.
-    private func writeFileList(_ paths: [[UInt8]], directory: String) throws -> String {
+    func writeFileList(_ paths: [[UInt8]], directory: String) throws -> String {
         var bytes: [UInt8] = []
         bytes.reserveCapacity(paths.reduce(0) { $0 + $1.count + 1 })
         for path in paths {

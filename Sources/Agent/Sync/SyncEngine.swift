@@ -57,6 +57,8 @@ struct SyncEngine: Sendable {
     struct Report: Sendable, Codable {
         var spec: SyncSpec
         var mode: Mode = .full
+        /// rsync processes that copied at once (a first copy in lanes, see ``SyncEngine/copyLanes``); `nil`: one.
+        var lanes: Int?
         /// `nil` when the journal was not involved (off, dry run, pull from another node).
         var journal: JournalReport?
         var dryRun: Bool
@@ -100,6 +102,11 @@ struct SyncEngine: Sendable {
     var spaceMargin: Double = 0.10
     /// Where change journals live (`<state-dir>/sync-journals`); `nil`: no journal, every run is a full rsync.
     var journalDirectory: String?
+    /// rsync processes for a first copy into an empty destination (each over a share of the source's top-level
+    /// entries, see `SyncEngine+Lanes.swift`); 1 copies with one rsync.
+    var copyLanes = SyncEngine.defaultCopyLanes
+    static let defaultCopyLanes = 4
+    static let maximumCopyLanes = 16
     /// The journal's racy window (``SyncJournal/racyWindow``); tests that rewrite files within it shorten it.
     var journalRacyWindow: Duration = .seconds(2)
     var logger: Logger

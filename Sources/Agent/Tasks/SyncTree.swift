@@ -5,7 +5,8 @@ import Shared
 /// codes mapped, optional verification) and streams rsync's progress to the coordinator.
 ///
 /// Spec: `{"source": "/abs", "destination": "/abs", "delete": false, "excludes": [], "verify": "none|sample|full",
-/// "dryRun": false, "journal": true}` (all but the paths optional; `journal: false` turns the change journal off).
+/// "dryRun": false, "journal": true, "lanes": 4}` (all but the paths optional; `journal: false` turns the change journal
+/// off; `lanes`: rsync processes for a first copy into an empty destination).
 /// Progress: `{"phase": "precheck|copying|verifying", "bytes", "percent", "bytesPerSecond", "etaSeconds",
 /// "filesTransferred", "filesChecked", "filesTotal"}` at most and at least once a second while rsync runs (the
 /// `verifying` record keeps the last copy figures). Result: the engine's report. Re-running copies only what
@@ -21,6 +22,9 @@ struct SyncTree: TaskHandler {
         var dryRun: Bool?
         /// Use the change journal (default true): a re-run hands rsync only what changed since the last clean sync.
         var journal: Bool?
+        /// rsync processes for a first copy into an empty destination (default 4, 1 to 16; see
+        /// ``SyncEngine/copyLanes``).
+        var lanes: Int?
         /// For an `rsync://` source: the daemon's per-task secret.
         var secret: String?
         /// Node → node, source side: serve `serve.path` read-only through an rsync daemon until the pull is done.
@@ -60,6 +64,15 @@ struct SyncTree: TaskHandler {
         guard let source = input.source, let destination = input.destination else {
             throw TaskFailure(
                 code: .invalidInput, message: "the syncTree spec needs a source and a destination (or serve)")
+        }
+        var engine = self.engine
+        if let lanes = input.lanes {
+            guard (1...SyncEngine.maximumCopyLanes).contains(lanes) else {
+                throw TaskFailure(
+                    code: .invalidInput,
+                    message: "lanes must be between 1 and \(SyncEngine.maximumCopyLanes), not \(lanes)")
+            }
+            engine.copyLanes = lanes
         }
         let sync = SyncSpec(
             source: source, destination: destination, delete: input.delete ?? false,

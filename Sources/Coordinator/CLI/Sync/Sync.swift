@@ -53,6 +53,13 @@ extension Muster {
         @Flag(help: "Do not use the node's change journal: rsync always walks the whole tree.")
         var noJournal = false
 
+        @Option(
+            help: """
+                rsync processes for a first copy into an empty destination, each over a share of the source's \
+                top-level entries (1 to 16; 1: one rsync). Default: the agent's (4).
+                """)
+        var lanes: Int?
+
         @Option(help: "Attempts (a re-run resumes where the last one stopped).")
         var maxAttempts = 1
 
@@ -78,6 +85,10 @@ extension Muster {
                 "excludes": .array(excludes.map { .string($0) }), "verify": .string(verify), "dryRun": .bool(dryRun),
             ]
             if noJournal { fields["journal"] = .bool(false) }
+            if let lanes {
+                guard (1...16).contains(lanes) else { throw MusterError(.usage, "--lanes must be between 1 and 16") }
+                fields["lanes"] = .number(Double(lanes))
+            }
             let spec: JSONValue = .object(fields)
             let admin = try client.client()
             var task: TaskRecord
