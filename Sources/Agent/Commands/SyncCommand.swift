@@ -63,6 +63,12 @@ struct SyncCommand: AsyncParsableCommand {
     @Option(name: .long, help: "trace, debug, info, notice, warning, error, critical.")
     var logLevel: String = "warning"
 
+    func validate() throws {
+        guard (1...SyncEngine.maximumCopyLanes).contains(lanes) else {
+            throw ValidationError("--lanes must be between 1 and \(SyncEngine.maximumCopyLanes), not \(lanes)")
+        }
+    }
+
     func run() async throws {
         let level = Logger.Level(rawValue: logLevel) ?? .warning
         // Logs go to stderr: stdout carries the summary or the NDJSON events.
@@ -76,10 +82,6 @@ struct SyncCommand: AsyncParsableCommand {
         let spec = SyncSpec(
             source: source, destination: destination, delete: delete, excludes: excludes, verify: verify)
         let output = SyncOutput(json: json, terminal: isatty(STDERR_FILENO) == 1)
-        guard (1...SyncEngine.maximumCopyLanes).contains(lanes) else {
-            output.failure(MusterError(.usage, "--lanes must be between 1 and \(SyncEngine.maximumCopyLanes)"))
-            throw ExitCode(2)
-        }
         var engine = SyncEngine(
             rsync: Rsync(executable: rsyncPath), journalDirectory: SyncEngine.journalDirectory(stateDirectory: stateDir),
             logger: logger)

@@ -58,14 +58,14 @@ struct Rsync: Sendable {
         return arguments
     }
 
-    /// Runs rsync with `arguments` until it exits.
+    /// Runs rsync with `arguments` until it exits; `input` is its standard input (e.g. for `--files-from=-`).
     ///
     /// `onProgress` is called at most once per `interval` while records arrive, at least once per `interval`
     /// while rsync is quiet (the latest record again, or an all-zero record while it is still building the file
     /// list), and always with the final record. It is called from the reading tasks: keep it quick.
     /// - Throws: ``MusterError`` when rsync cannot be started; cancellation.
     func run(
-        arguments: [String], interval: Duration, logger: Logger,
+        arguments: [String], input: [UInt8] = [], interval: Duration, logger: Logger,
         onProgress: @escaping @Sendable (RsyncProgress) -> Void
     ) async throws -> Outcome {
         // Resolve PATH once ourselves: swift-subprocess's `.name` forks an attempt per PATH entry (~20 ms each).
@@ -83,7 +83,7 @@ struct Rsync: Sendable {
         let result: ExecutionResult<Streams, SequenceOutput, SequenceOutput>
         do {
             result = try await Subprocess.run(
-                executable, arguments: Arguments(arguments), platformOptions: options, input: .none,
+                executable, arguments: Arguments(arguments), platformOptions: options, input: .array(input),
                 output: .sequence, error: .sequence
             ) { execution in
                 try await withThrowingTaskGroup(of: Void.self) { outer in

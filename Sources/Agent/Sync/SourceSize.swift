@@ -1,5 +1,6 @@
 import Dispatch
 import Foundation
+import Shared
 import Synchronization
 
 #if canImport(Glibc)
@@ -230,6 +231,28 @@ enum SourceSize {
             }
         }
     }
+}
+
+/// A snapshot walk of a sync's source: the sizes and every entry.
+typealias SourceWalk = (result: SourceSize.Result, entries: [SourceSize.SnapshotEntry])
+
+extension SyncEngine {
+    /// The snapshot walk of the source (excludes applied to the sizes), on all cores: nothing else runs yet.
+    /// - Throws: ``MusterError`` (`invalidInput`) when the source cannot be read.
+    func walkSource(_ spec: SyncSpec, excludes: ExcludeMatcher) async throws -> SourceWalk {
+        do {
+            return try await SourceSize.snapshot(root: spec.source, excludes: excludes, workers: Self.walkers)
+        } catch let error as TreeWalker.WalkError {
+            throw Self.unreadableSource(error)
+        }
+    }
+
+    static func unreadableSource(_ error: TreeWalker.WalkError) -> MusterError {
+        MusterError(.invalidInput, "cannot read the source: \(error)", hint: "check that it exists and is readable")
+    }
+
+    /// Threads for a tree walk: all cores, 2 to 8.
+    static var walkers: Int { min(8, max(2, ProcessInfo.processInfo.activeProcessorCount)) }
 }
 
 /// Runs `body` on a new thread of its own and returns its result: blocking work that must not wait behind other

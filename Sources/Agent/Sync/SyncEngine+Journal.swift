@@ -34,9 +34,10 @@ extension SyncEngine {
         }
         defer { heartbeat.stop() }
         let sourceReadTime = SyncJournal.now()
-        let workers = min(8, max(2, ProcessInfo.processInfo.activeProcessorCount))
+        let workers = Self.walkers
         let destinationExists = FileStatus.lstat(spec.destination)?.kind == .directory
-        async let destinationWalk = destinationExists
+        async let destinationWalk =
+            destinationExists
             ? try? SourceSize.snapshot(root: spec.destination, excludes: ExcludeMatcher([]), workers: workers) : nil
         async let sourceSnapshot = SourceSize.snapshot(root: spec.source, excludes: excludes, workers: workers)
         // The journal loads while the trees are walked.
@@ -49,12 +50,11 @@ extension SyncEngine {
                 return .failure(SyncJournal.LoadError(description: "\(error)"))
             }
         }
-        let sourceWalk: (result: SourceSize.Result, entries: [SourceSize.SnapshotEntry])
+        let sourceWalk: SourceWalk
         do {
             sourceWalk = try await sourceSnapshot
         } catch let error as TreeWalker.WalkError {
-            throw MusterError(
-                .invalidInput, "cannot read the source: \(error)", hint: "check that it exists and is readable")
+            throw Self.unreadableSource(error)
         }
         let destinationSnapshot = await destinationWalk
         logger.debug(
@@ -86,7 +86,8 @@ extension SyncEngine {
             }
         case .success(let journal) where journal.fingerprint != fingerprint:
             journalReport.reason = "the journal belongs to another sync"
-            logger.warning("the sync journal belongs to another sync; running a full rsync", metadata: ["journal": "\(path)"])
+            logger.warning(
+                "the sync journal belongs to another sync; running a full rsync", metadata: ["journal": "\(path)"])
         case .success(let journal):
             if let destinationSnapshot, sourceWalk.result.unreadable == 0, destinationSnapshot.result.unreadable == 0 {
                 let compared = journal.plan(
@@ -145,31 +146,24 @@ extension SyncEngine {
             logger.warning("cannot create the sync journal directory: \(error)", metadata: ["journal": "\(path)"])
         }
         var arguments = Rsync.arguments(for: spec, dryRun: false)
-        var listFile: String?
+        var fileList: [UInt8] = []
         if let plan {
-            let list = try writeFileList(plan.changedPaths, directory: directory)
-            listFile = list
-            arguments.insert(contentsOf: ["--files-from=\(list)", "--from0"], at: arguments.count - 2)
+            fileList = Self.fileList(plan.changedPaths)
+            arguments.insert(contentsOf: ["--files-from=-", "--from0"], at: arguments.count - 2)
             logger.info(
                 "the sync journal found \(plan.changedPaths.count) changed paths; rsync gets only those",
                 metadata: ["journal": "\(path)"])
         }
-        defer { if let listFile { unlink(listFile) } }
         heartbeat.stop()
         var report: Report
         // A first copy (the destination was missing or empty) runs in lanes; see SyncEngine+Lanes.swift.
         let firstCopy = !destinationExists || destinationSnapshot?.entries.count == 1
-        if plan == nil, firstCopy,
-            let lanes = Self.lanes(of: sourceWalk.entries, excludes: excludes, count: copyLanes),
-            let lists = laneLists(lanes, directory: directory)
+        if plan == nil, firstCopy, let lanes = Self.lanes(of: sourceWalk.entries, excludes: excludes, count: copyLanes)
         {
-            defer { for list in lists { unlink(list) } }
-            report = try await copyInLanes(
-                spec, precheck: check, lanes: lanes, lists: lists, totalBytes: sourceWalk.result.regularBytes,
-                rootModificationTime: sourceWalk.entries.last { $0.path.isEmpty }?.stat.modificationTime,
-                onEvent: onEvent)
+            report = try await copyInLanes(spec, precheck: check, lanes: lanes, walk: sourceWalk, onEvent: onEvent)
         } else {
-            report = try await copy(spec, precheck: check, arguments: arguments, dryRun: false, onEvent: onEvent)
+            report = try await copy(
+                spec, precheck: check, arguments: arguments, input: fileList, dryRun: false, onEvent: onEvent)
         }
         report.mode = plan == nil ? .full : .journalPartial
         logger.debug("sync journal: rsync done", metadata: ["elapsed": "\(lap())"])
@@ -219,45 +213,12 @@ extension SyncEngine {
                 }
             }
             again.stop()
-            logger.debug("sync journal: written", metadata: ["elapsed": "\(lap())", "written": "\(journalReport.written)"])
+            logger.debug(
+                "sync journal: written", metadata: ["elapsed": "\(lap())", "written": "\(journalReport.written)"])
         }
         report.journal = journalReport
         report.elapsedSeconds = Self.seconds(ContinuousClock.now - started)
         return report
-    }
-
-    /// The lanes' lists, or `nil` (with a warning: the copy then runs as one rsync) when they cannot be written.
-    private func laneLists(_ lanes: [[[UInt8]]], directory: String) -> [String]? {
-        do {
-            return try writeLaneLists(lanes, directory: directory)
-        } catch {
-            logger.warning("cannot write the lanes' file lists (\(error)); copying with one rsync")
-            return nil
-        }
-    }
-
-    /// Writes `paths` NUL-separated (`.` for the root) to a new private file in `directory` for `--files-from`.
-    func writeFileList(_ paths: [[UInt8]], directory: String) throws -> String {
-        var bytes: [UInt8] = []
-        bytes.reserveCapacity(paths.reduce(0) { $0 + $1.count + 1 })
-        for path in paths {
-            bytes += path.isEmpty ? [UInt8(ascii: ".")] : path
-            bytes.append(0)
-        }
-        let file = "\(directory)/files-from.\(getpid()).\(UInt32.random(in: 0...UInt32.max))"
-        let fd = open(file, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
-        guard fd >= 0 else { throw MusterError(.io, "cannot create \(file): \(String(cString: strerror(errno)))") }
-        defer { close(fd) }
-        var offset = 0
-        while offset < bytes.count {
-            let written = bytes[offset...].withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
-            guard written > 0 else {
-                unlink(file)
-                throw MusterError(.io, "cannot write \(file): \(String(cString: strerror(errno)))")
-            }
-            offset += written
-        }
-        return file
     }
 
     /// The first line of `rsync --version` (part of the journal's fingerprint), `unknown` if it cannot run.

@@ -91,36 +91,45 @@ extension SyncEngine {
     /// copying.
     static let laneEntryWeight: UInt64 = 16 << 10
 
+    /// `paths` NUL-separated (`.` for the root) for `--files-from=- --from0`.
+    static func fileList(_ paths: [[UInt8]]) -> [UInt8] {
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(paths.reduce(0) { $0 + $1.count + 1 })
+        for path in paths {
+            bytes += path.isEmpty ? [UInt8(ascii: ".")] : path
+            bytes.append(0)
+        }
+        return bytes
+    }
+
+    /// Whether `path` does not exist or is an empty directory (a first copy: nothing to compare or delete).
+    static func isMissingOrEmpty(_ path: String) -> Bool {
+        guard let kind = FileStatus.lstat(path)?.kind else { return true }
+        guard kind == .directory, let directory = opendir(path) else { return false }
+        defer { closedir(directory) }
+        while let dirent = readdir(directory) {
+            let name = withUnsafeBytes(of: dirent.pointee.d_name) { raw in Array(raw.prefix(while: { $0 != 0 })) }
+            if name != [UInt8(ascii: ".")], name != [UInt8(ascii: "."), UInt8(ascii: ".")] { return false }
+        }
+        return true
+    }
+
     /// Runs one rsync per lane at once, then the root's attribute pass, and merges their outcomes into one report.
     ///
     /// Progress is the lanes' sum: bytes, files transferred, entries checked; the percentage and the estimate are
-    /// against `totalBytes` (the source's regular bytes, as rsync's own total). Exit code: the first lane's failure
+    /// against the source's regular bytes from `walk`, as rsync's own total). Exit code: the first lane's failure
     /// that is not "vanished files" (24), else 24 if any lane had vanished files, else 0; the failed and vanished
     /// files are all the lanes'.
-    /// Writes each lane's names to a `--files-from` list in `directory`; on a failure none is left.
-    func writeLaneLists(_ lanes: [[[UInt8]]], directory: String) throws -> [String] {
-        var lists: [String] = []
-        do {
-            for names in lanes { lists.append(try writeFileList(names, directory: directory)) }
-        } catch {
-            for list in lists { unlink(list) }
-            throw error
-        }
-        return lists
-    }
-
-    /// - Parameter lists: the lanes' `--files-from` lists (``writeLaneLists(_:directory:)``), one per lane.
     func copyInLanes(
-        _ spec: SyncSpec, precheck check: Precheck, lanes: [[[UInt8]]], lists: [String], totalBytes: UInt64,
-        rootModificationTime: Int64?, onEvent: @escaping @Sendable (Event) -> Void
+        _ spec: SyncSpec, precheck check: Precheck, lanes: [[[UInt8]]], walk: SourceWalk,
+        onEvent: @escaping @Sendable (Event) -> Void
     ) async throws -> Report {
-        var laneArguments: [[String]] = []
-        for list in lists {
-            var arguments = Rsync.arguments(for: spec, dryRun: false)
-            // --files-from turns the recursion of -a off; the lane's entries are whole subtrees.
-            arguments.insert(contentsOf: ["--files-from=\(list)", "--from0", "--recursive"], at: arguments.count - 2)
-            laneArguments.append(arguments)
-        }
+        let totalBytes = walk.result.regularBytes
+        let rootModificationTime = walk.entries.last { $0.path.isEmpty }?.stat.modificationTime
+        var laneArguments = Rsync.arguments(for: spec, dryRun: false)
+        // The lane's names come on stdin; --files-from turns the recursion of -a off, and each name is a subtree.
+        laneArguments.insert(contentsOf: ["--files-from=-", "--from0", "--recursive"], at: laneArguments.count - 2)
+        let arguments = laneArguments
         logger.info(
             "first copy into an empty destination: \(lanes.count) rsync processes at once",
             metadata: ["entries": "\(lanes.map(\.count))"])
@@ -133,9 +142,11 @@ extension SyncEngine {
                 await throttle.tick()
                 return nil
             }
-            for (lane, arguments) in laneArguments.enumerated() {
+            for (lane, names) in lanes.enumerated() {
                 group.addTask {
-                    let outcome = try await rsync.run(arguments: arguments, interval: laneInterval, logger: logger) {
+                    let outcome = try await rsync.run(
+                        arguments: arguments, input: Self.fileList(names), interval: laneInterval, logger: logger
+                    ) {
                         throttle.record(combined.update(lane: lane, $0))
                     }
                     if let last = outcome.lastProgress { throttle.record(combined.update(lane: lane, last)) }
@@ -255,11 +266,12 @@ final class LaneProgress: Sendable {
             complete ? 100 : totalBytes == 0 ? 0 : Int(min(99, Double(bytes) * 100 / Double(totalBytes)))
         let left = totalBytes > bytes ? Double(totalBytes - bytes) : 0
         let estimate: Int? = complete ? seconds : rate > 0 ? Int((left / rate).rounded()) : nil
+        // The root itself, which the attribute pass checks last, counts as in one rsync's `to-chk=R/T`.
         return RsyncProgress(
             bytes: bytes, percent: percent, bytesPerSecond: complete ? Self.average(bytes, started) : rate,
             seconds: estimate, transferredFiles: transferred,
-            remainingToCheck: complete ? 0 : allListed ? remaining : nil,
-            totalToCheck: complete || allListed ? total : nil)
+            remainingToCheck: complete ? 0 : allListed ? remaining.map { $0 + 1 } : nil,
+            totalToCheck: complete || allListed ? total.map { $0 + 1 } : nil)
     }
 
     private static func average(_ bytes: UInt64, _ started: ContinuousClock.Instant) -> Double {

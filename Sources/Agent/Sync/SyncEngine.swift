@@ -134,11 +134,9 @@ struct SyncEngine: Sendable {
         let measured: SourceSize.Result
         do {
             // All cores: rsync has not started yet, and this walk is the precheck's whole cost.
-            let workers = min(8, max(2, ProcessInfo.processInfo.activeProcessorCount))
-            measured = try await SourceSize.measure(root: spec.source, excludes: excludes, workers: workers)
+            measured = try await SourceSize.measure(root: spec.source, excludes: excludes, workers: Self.walkers)
         } catch let error as TreeWalker.WalkError {
-            throw MusterError(
-                .invalidInput, "cannot read the source: \(error)", hint: "check that it exists and is readable")
+            throw Self.unreadableSource(error)
         }
         return try precheck(
             spec, measured: measured, excludes: excludes,
@@ -238,12 +236,29 @@ struct SyncEngine: Sendable {
         if journal, !dryRun, let journalDirectory {
             return try await runWithJournal(spec, started: started, directory: journalDirectory, onEvent: onEvent)
         }
-        let check = try await precheck(spec)
+        // A first copy runs in lanes (SyncEngine+Lanes.swift), which needs the source's entries: one walk serves
+        // the precheck and the lanes.
+        var firstCopy: (lanes: [[[UInt8]]], walk: SourceWalk)?
+        let check: Precheck
+        if !dryRun, copyLanes > 1, Self.isMissingOrEmpty(spec.destination) {
+            let excludes = ExcludeMatcher(spec.excludes)
+            let walk = try await walkSource(spec, excludes: excludes)
+            check = try precheck(spec, measured: walk.result, excludes: excludes, destinationExists: false)
+            firstCopy = Self.lanes(of: walk.entries, excludes: excludes, count: copyLanes).map { ($0, walk) }
+        } else {
+            check = try await precheck(spec)
+        }
         onEvent(.precheck(check))
         try refuseIfFull(spec, check)
         if !dryRun { try createDestination(spec) }
         let arguments = Rsync.arguments(for: spec, dryRun: dryRun)
-        var report = try await copy(spec, precheck: check, arguments: arguments, dryRun: dryRun, onEvent: onEvent)
+        var report: Report
+        if let firstCopy {
+            report = try await copyInLanes(
+                spec, precheck: check, lanes: firstCopy.lanes, walk: firstCopy.walk, onEvent: onEvent)
+        } else {
+            report = try await copy(spec, precheck: check, arguments: arguments, dryRun: dryRun, onEvent: onEvent)
+        }
         if !dryRun { verify(spec, into: &report, onEvent: onEvent) }
         report.elapsedSeconds = Self.seconds(ContinuousClock.now - started)
         return report
@@ -271,10 +286,12 @@ struct SyncEngine: Sendable {
 
     /// Runs rsync with `arguments` and turns its outcome into a report (without verification and elapsed time).
     func copy(
-        _ spec: SyncSpec, precheck check: Precheck, arguments: [String], dryRun: Bool,
+        _ spec: SyncSpec, precheck check: Precheck, arguments: [String], input: [UInt8] = [], dryRun: Bool,
         onEvent: @escaping @Sendable (Event) -> Void
     ) async throws -> Report {
-        let outcome = try await rsync.run(arguments: arguments, interval: progressInterval, logger: logger) {
+        let outcome = try await rsync.run(
+            arguments: arguments, input: input, interval: progressInterval, logger: logger
+        ) {
             onEvent(.progress($0))
         }
         let status = outcome.status

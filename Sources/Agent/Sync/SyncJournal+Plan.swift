@@ -50,7 +50,9 @@ extension SyncJournal {
         var fullReason: String?
         func needFull(_ reason: String) { if fullReason == nil { fullReason = reason } }
 
-        if currentRoot != destinationRoot { needFull("the destination root is not the directory the journal describes") }
+        if currentRoot != destinationRoot {
+            needFull("the destination root is not the directory the journal describes")
+        }
         for entry in source {
             if let position = index[PathKey(entry.path)] {
                 current[position].source = entry.stat
@@ -66,7 +68,8 @@ extension SyncJournal {
                 current[position].destination = entry.stat
             } else {
                 if delete {
-                    needFull("the destination holds '\(TreeWalker.display(entry.path))', which the journal does not know")
+                    needFull(
+                        "the destination holds '\(TreeWalker.display(entry.path))', which the journal does not know")
                 }
                 current.append(Entry(path: entry.path, source: nil, destination: entry.stat))
                 changed.append(false)
@@ -80,10 +83,12 @@ extension SyncJournal {
             guard let source = now.source else {
                 if delete, recorded.source != nil {
                     needFull("'\(TreeWalker.display(recorded.path))' was deleted from the source")
-                } else if delete, recorded.destination != now.destination
-                    || (recorded.destination.map { $0.changeTime >= destinationCut } ?? false)
+                } else if delete,
+                    recorded.destination != now.destination
+                        || (recorded.destination.map { $0.changeTime >= destinationCut } ?? false)
                 {
-                    needFull("'\(TreeWalker.display(recorded.path))' changed on the destination and is not in the source")
+                    needFull(
+                        "'\(TreeWalker.display(recorded.path))' changed on the destination and is not in the source")
                 }
                 continue
             }
@@ -102,7 +107,8 @@ extension SyncJournal {
             if [entry.source, entry.destination, recorded.source, recorded.destination]
                 .contains(where: { $0?.isHardLinked ?? false })
             {
-                needFull("'\(TreeWalker.display(entry.path))' changed and is hard-linked (rsync -H needs the whole tree)")
+                needFull(
+                    "'\(TreeWalker.display(entry.path))' changed and is hard-linked (rsync -H needs the whole tree)")
             }
             changedPaths.append(entry.path)
         }

@@ -317,8 +317,10 @@ import Testing
             guard removed.setFirst() else { return }
             for index in 0..<20 { unlink(source + "/z-\(index)") }
         }
-        let report = try await SyncFixture.engine(executable: wrapper).run(
-            SyncSpec(source: source, destination: destination), onEvent: events.record)
+        // One rsync: the deletion must land between its file list and its copy (lanes: SyncLanesTests).
+        var engine = SyncFixture.engine(executable: wrapper)
+        engine.copyLanes = 1
+        let report = try await engine.run(SyncSpec(source: source, destination: destination), onEvent: events.record)
         #expect(removed.isSet)
         #expect(report.exitCode == 24)
         #expect(report.severity == .warning)

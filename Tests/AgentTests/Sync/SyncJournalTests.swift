@@ -49,6 +49,8 @@ import Testing
                 logger: logger)
             // The tests change files right after a sync; the racy rule has its own deterministic test below.
             engine.journalRacyWindow = .zero
+            // One rsync per run, so the invocation log counts runs; first copies in lanes: SyncLanesTests.
+            engine.copyLanes = 1
             self.engine = engine
         }
 
