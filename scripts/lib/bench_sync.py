@@ -10,7 +10,8 @@ Tools: bare `rsync -a`, rsync with muster's argv (`-aHAX --numeric-ids … --sta
   no-op re-run nothing changed, warm, median of N;
   1% changed   1% of the text files rewritten (new content, new mtime) before each pair, median of N.
 muster-agent sync keeps its change journal in WORKDIR/agent-state (the first copy writes it, re-runs use it);
-each muster run's mode (full, journal-partial, journal-unchanged) is printed as it finishes.
+each muster run's mode (full, journal-partial, journal-unchanged) and its rsync lanes (a first copy into an empty
+directory runs several rsync processes at once) are printed as it finishes.
 muster runs with --json; every NDJSON line is time-stamped on arrival to measure the progress rate
 (updates per second and the longest gap between updates, from the first update to the summary).
 With --task, a fourth tool: `muster sync … --node NODE_ID --json`, i.e. a syncTree task through the coordinator
@@ -77,6 +78,7 @@ def run_muster(agent, source, dest, state_dir):
         "rate": (len(stamps) - 1) / elapsed if elapsed > 0 else float("nan"),
         "transferred": summary["stats"].get("transferredFiles"),
         "mode": summary.get("mode", "?"),
+        "lanes": summary.get("lanes") or 1,
         "changed": (summary.get("journal") or {}).get("changedPaths"),
     }
 
@@ -106,6 +108,7 @@ def run_task(task, source, dest):
         "rate": (len(stamps) - 1) / elapsed if elapsed > 0 else float("nan"),
         "transferred": result["result"]["stats"].get("transferredFiles"),
         "mode": result["result"].get("mode", "?"),
+        "lanes": result["result"].get("lanes") or 1,
         "changed": (result["result"].get("journal") or {}).get("changedPaths"),
     }
 
@@ -152,7 +155,8 @@ def main():
             elapsed, progress = runners[tool](dests[tool])
             times[tool].append(elapsed)
             if progress:
-                print(f"    {tool}: {elapsed:.2f} s, mode {progress['mode']}, {progress['changed']} changed paths, "
+                print(f"    {tool}: {elapsed:.2f} s, mode {progress['mode']}, {progress['lanes']} rsync lane(s), "
+                      f"{progress['changed']} changed paths, "
                       f"{progress['transferred']} files transferred", file=sys.stderr, flush=True)
             if progress:
                 progresses.setdefault(tool, []).append(progress)
