@@ -4,7 +4,8 @@
 // - setns(2)/unshare(2) (declared by glibc only under _GNU_SOURCE) as thin syscall wrappers, for the agent making
 //   module mounts inside a service manager's mount namespace;
 // - syncfs(2)/sync_file_range(2) (also _GNU_SOURCE only), for the agent's object store making a batch of fetched
-//   files durable with one flush.
+//   files durable with one flush;
+// - pipe2(2), see below.
 #include <sys/xattr.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -21,3 +22,7 @@ static inline int muster_syncfs(int fd) { return (int)syscall(SYS_syncfs, fd); }
 static inline int muster_sync_file_range(int fd, long long offset, long long nbytes, unsigned int flags) {
     return (int)syscall(SYS_sync_file_range, fd, offset, nbytes, flags);
 }
+
+// pipe2(2) (_GNU_SOURCE only), for the agent's rsync lanes: their file lists go through close-on-exec pipes, so that
+// no other child inherits a write end and keeps a list from ending.
+static inline int muster_pipe_cloexec(int fds[2]) { return (int)syscall(SYS_pipe2, fds, 02000000 /* O_CLOEXEC */); }

@@ -68,6 +68,16 @@ struct Rsync: Sendable {
         arguments: [String], input: [UInt8] = [], interval: Duration, logger: Logger,
         onProgress: @escaping @Sendable (RsyncProgress) -> Void
     ) async throws -> Outcome {
+        try await run(
+            arguments: arguments, standardInput: .array(input), interval: interval, logger: logger,
+            onProgress: onProgress)
+    }
+
+    /// ``run(arguments:input:interval:logger:onProgress:)`` with any standard input, e.g. the read end of a pipe.
+    func run<Input: InputProtocol>(
+        arguments: [String], standardInput: Input, interval: Duration, logger: Logger,
+        onProgress: @escaping @Sendable (RsyncProgress) -> Void
+    ) async throws -> Outcome {
         // Resolve PATH once ourselves: swift-subprocess's `.name` forks an attempt per PATH entry (~20 ms each).
         let executable: Executable = .path(FilePath(Self.resolve(self.executable)))
         var options = PlatformOptions()
@@ -83,7 +93,7 @@ struct Rsync: Sendable {
         let result: ExecutionResult<Streams, SequenceOutput, SequenceOutput>
         do {
             result = try await Subprocess.run(
-                executable, arguments: Arguments(arguments), platformOptions: options, input: .array(input),
+                executable, arguments: Arguments(arguments), platformOptions: options, input: standardInput,
                 output: .sequence, error: .sequence
             ) { execution in
                 try await withThrowingTaskGroup(of: Void.self) { outer in

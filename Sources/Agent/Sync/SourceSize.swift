@@ -53,15 +53,26 @@ enum SourceSize {
         try await run(root: root, excludes: excludes, workers: workers, snapshot: true)
     }
 
+    /// ``snapshot(root:excludes:workers:)`` of what is below the directory `below` (a path relative to `root`,
+    /// raw bytes): entries keep paths relative to `root`; `below` itself is not in the snapshot nor in the figures.
+    /// `excluded`: `below` is excluded, so everything below it is walked for the snapshot but not counted.
+    static func snapshot(
+        root: String, below: [UInt8], excluded: Bool, excludes: ExcludeMatcher, workers: Int
+    ) async throws -> (result: Result, entries: [SnapshotEntry]) {
+        try await run(
+            root: root, start: Walk.Start(path: below, excluded: excluded), excludes: excludes, workers: workers,
+            snapshot: true)
+    }
+
     private static func run(
-        root: String, excludes: ExcludeMatcher, workers: Int, snapshot: Bool
+        root: String, start: Walk.Start? = nil, excludes: ExcludeMatcher, workers: Int, snapshot: Bool
     ) async throws -> (result: Result, entries: [SnapshotEntry]) {
         let probe = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         guard probe >= 0 else { throw TreeWalker.WalkError(path: root, operation: "open", errno: errno) }
         var rootInfo = Glibc.stat()
         let rootStat = fstat(probe, &rootInfo) == 0 ? FileStat(rootInfo) : nil
         close(probe)
-        let walk = Walk(root: root, excludes: excludes, snapshot: snapshot)
+        let walk = Walk(root: root, start: start ?? Walk.Start(path: [], excluded: false), excludes: excludes, snapshot: snapshot)
         var (result, entries) = await withCheckedContinuation { continuation in
             let group = DispatchGroup()
             for _ in 0..<max(1, workers) {
@@ -75,7 +86,7 @@ enum SourceSize {
             }
             group.notify(queue: .global()) { continuation.resume(returning: walk.total()) }
         }
-        if snapshot, let rootStat { entries.append(SnapshotEntry(path: [], stat: rootStat)) }
+        if snapshot, start == nil, let rootStat { entries.append(SnapshotEntry(path: [], stat: rootStat)) }
         if !snapshot {
             result.regularBytes = 0
             result.unreadable = 0
@@ -85,14 +96,17 @@ enum SourceSize {
 
     /// The shared queue and the per-worker results.
     private final class Walk: Sendable {
-        private struct Directory {
+        struct Directory {
             var path: [UInt8]
             /// Below an excluded directory (walked only for the snapshot, not counted).
             var excluded: Bool
         }
 
+        /// The directory the walk starts in (the root: `[]`).
+        typealias Start = Directory
+
         private struct Queue {
-            var directories: [Directory] = [Directory(path: [], excluded: false)]
+            var directories: [Directory]
             /// Directories queued or being read; the walk is over when this reaches 0.
             var pending = 1
         }
@@ -112,10 +126,11 @@ enum SourceSize {
         private let root: String
         private let excludes: ExcludeMatcher
         private let snapshot: Bool
-        private let queue = Mutex(Queue())
+        private let queue: Mutex<Queue>
         private let partials = Mutex<[Partial]>([])
 
-        init(root: String, excludes: ExcludeMatcher, snapshot: Bool) {
+        init(root: String, start: Start, excludes: ExcludeMatcher, snapshot: Bool) {
+            self.queue = Mutex(Queue(directories: [start]))
             self.root = root
             self.excludes = excludes
             self.snapshot = snapshot

@@ -36,13 +36,39 @@ extension SyncEngine {
         let sourceReadTime = SyncJournal.now()
         let workers = Self.walkers
         let destinationExists = FileStatus.lstat(spec.destination)?.kind == .directory
+        let fingerprint = SyncJournal.fingerprint(spec: spec, rsyncVersion: await rsyncVersion())
+        let path = SyncJournal.path(directory: directory, fingerprint: fingerprint)
+
+        // A first copy (nothing at the destination: no journal can spare anything) runs in lanes.
+        if let entries = laneEntries(spec, excludes: excludes) {
+            let (copied, sourceWalk, _) = try await copyInLanes(
+                spec, entries: entries, excludes: excludes,
+                prepare: { walk in
+                    logger.debug("sync journal: source walked", metadata: ["elapsed": "\(lap())"])
+                    let check = try precheck(
+                        spec, measured: walk.result, excludes: excludes, destinationExists: destinationExists)
+                    onEvent(.precheck(check))
+                    try refuseIfFull(spec, check)
+                    try prepareCopy(spec, journal: path, directory: directory)
+                    heartbeat.stop()
+                    return check
+                }, onEvent: onEvent)
+            logger.debug("sync journal: rsync done", metadata: ["elapsed": "\(lap())"])
+            var report = copied
+            report.mode = .full
+            let journalReport = JournalReport(
+                used: false, reason: "first copy into an empty destination", comparedPaths: 0, changedPaths: 0,
+                written: false)
+            return await finish(
+                spec, report: report, plan: nil, journalReport: journalReport, fingerprint: fingerprint, path: path,
+                sourceWalk: sourceWalk, sourceReadTime: sourceReadTime, started: started, onEvent: onEvent)
+        }
+
         async let destinationWalk =
             destinationExists
             ? try? SourceSize.snapshot(root: spec.destination, excludes: ExcludeMatcher([]), workers: workers) : nil
         async let sourceSnapshot = SourceSize.snapshot(root: spec.source, excludes: excludes, workers: workers)
         // The journal loads while the trees are walked.
-        let fingerprint = SyncJournal.fingerprint(spec: spec, rsyncVersion: await rsyncVersion())
-        let path = SyncJournal.path(directory: directory, fingerprint: fingerprint)
         let loaded: Result<SyncJournal, SyncJournal.LoadError> = await onOwnThread {
             do { return .success(try SyncJournal.load(path: path)) } catch let error as SyncJournal.LoadError {
                 return .failure(error)
@@ -135,16 +161,7 @@ extension SyncEngine {
             return report
         }
 
-        // Copy: the old journal goes first, whatever happens next.
-        if unlink(path) != 0, errno != ENOENT {
-            logger.warning("cannot remove the old sync journal: \(String(cString: strerror(errno)))")
-        }
-        try createDestination(spec)
-        do {
-            try SecureFile.makeDirectory(directory, mode: 0o700)
-        } catch {
-            logger.warning("cannot create the sync journal directory: \(error)", metadata: ["journal": "\(path)"])
-        }
+        try prepareCopy(spec, journal: path, directory: directory)
         var arguments = Rsync.arguments(for: spec, dryRun: false)
         var fileList: [UInt8] = []
         if let plan {
@@ -155,21 +172,40 @@ extension SyncEngine {
                 metadata: ["journal": "\(path)"])
         }
         heartbeat.stop()
-        var report: Report
-        // A first copy (the destination was missing or empty) runs in lanes; see SyncEngine+Lanes.swift.
-        let firstCopy = !destinationExists || destinationSnapshot?.entries.count == 1
-        if plan == nil, firstCopy, let lanes = Self.lanes(of: sourceWalk.entries, excludes: excludes, count: copyLanes)
-        {
-            report = try await copyInLanes(spec, precheck: check, lanes: lanes, walk: sourceWalk, onEvent: onEvent)
-        } else {
-            report = try await copy(
-                spec, precheck: check, arguments: arguments, input: fileList, dryRun: false, onEvent: onEvent)
-        }
+        var report = try await copy(
+            spec, precheck: check, arguments: arguments, input: fileList, dryRun: false, onEvent: onEvent)
         report.mode = plan == nil ? .full : .journalPartial
         logger.debug("sync journal: rsync done", metadata: ["elapsed": "\(lap())"])
-        verify(spec, into: &report, onEvent: onEvent)
+        return await finish(
+            spec, report: report, plan: plan, journalReport: journalReport, fingerprint: fingerprint, path: path,
+            sourceWalk: sourceWalk, sourceReadTime: sourceReadTime, started: started, onEvent: onEvent)
+    }
 
-        // A fresh journal after a clean run.
+    /// Before a copy: the old journal goes first, whatever happens next; the destination and the journal directory
+    /// are created.
+    private func prepareCopy(_ spec: SyncSpec, journal path: String, directory: String) throws {
+        if unlink(path) != 0, errno != ENOENT {
+            logger.warning("cannot remove the old sync journal: \(String(cString: strerror(errno)))")
+        }
+        try createDestination(spec)
+        do {
+            try SecureFile.makeDirectory(directory, mode: 0o700)
+        } catch {
+            logger.warning("cannot create the sync journal directory: \(error)", metadata: ["journal": "\(path)"])
+        }
+    }
+
+    /// After a copy: verification if asked, then a fresh journal after a clean run.
+    private func finish(
+        _ spec: SyncSpec, report copied: Report, plan: SyncJournal.Plan?, journalReport: JournalReport,
+        fingerprint: String, path: String, sourceWalk: SourceWalk, sourceReadTime: Int64,
+        started: ContinuousClock.Instant, onEvent: @escaping @Sendable (Event) -> Void
+    ) async -> Report {
+        var report = copied
+        var journalReport = journalReport
+        let clock = ContinuousClock()
+        let phase = clock.now
+        verify(spec, into: &report, onEvent: onEvent)
         let clean =
             report.exitCode == 0 && report.failedFiles.isEmpty && report.vanishedFiles.isEmpty
             && report.verification?.mismatch == nil
@@ -190,7 +226,7 @@ extension SyncEngine {
             } else {
                 let destinationReadTime = SyncJournal.now()
                 if let after = try? await SourceSize.snapshot(
-                    root: spec.destination, excludes: ExcludeMatcher([]), workers: workers),
+                    root: spec.destination, excludes: ExcludeMatcher([]), workers: Self.walkers),
                     after.result.unreadable == 0, sourceWalk.result.unreadable == 0
                 {
                     journal = await runBlocking {
@@ -214,7 +250,11 @@ extension SyncEngine {
             }
             again.stop()
             logger.debug(
-                "sync journal: written", metadata: ["elapsed": "\(lap())", "written": "\(journalReport.written)"])
+                "sync journal: verified and written",
+                metadata: [
+                    "elapsed": "\(String(format: "%.3f s", Self.seconds(clock.now - phase)))",
+                    "written": "\(journalReport.written)",
+                ])
         }
         report.journal = journalReport
         report.elapsedSeconds = Self.seconds(ContinuousClock.now - started)

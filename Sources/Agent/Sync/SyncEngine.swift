@@ -236,29 +236,28 @@ struct SyncEngine: Sendable {
         if journal, !dryRun, let journalDirectory {
             return try await runWithJournal(spec, started: started, directory: journalDirectory, onEvent: onEvent)
         }
-        // A first copy runs in lanes (SyncEngine+Lanes.swift), which needs the source's entries: one walk serves
-        // the precheck and the lanes.
-        var firstCopy: (lanes: [[[UInt8]]], walk: SourceWalk)?
-        let check: Precheck
-        if !dryRun, copyLanes > 1, Self.isMissingOrEmpty(spec.destination) {
+        // A first copy runs in lanes (SyncEngine+Lanes.swift); its walk feeds the lanes and serves the precheck.
+        if !dryRun, let entries = laneEntries(spec, excludes: ExcludeMatcher(spec.excludes)) {
             let excludes = ExcludeMatcher(spec.excludes)
-            let walk = try await walkSource(spec, excludes: excludes)
-            check = try precheck(spec, measured: walk.result, excludes: excludes, destinationExists: false)
-            firstCopy = Self.lanes(of: walk.entries, excludes: excludes, count: copyLanes).map { ($0, walk) }
-        } else {
-            check = try await precheck(spec)
+            var (report, _, _) = try await copyInLanes(
+                spec, entries: entries, excludes: excludes,
+                prepare: { walk in
+                    let check = try precheck(spec, measured: walk.result, excludes: excludes, destinationExists: false)
+                    onEvent(.precheck(check))
+                    try refuseIfFull(spec, check)
+                    try createDestination(spec)
+                    return check
+                }, onEvent: onEvent)
+            verify(spec, into: &report, onEvent: onEvent)
+            report.elapsedSeconds = Self.seconds(ContinuousClock.now - started)
+            return report
         }
+        let check = try await precheck(spec)
         onEvent(.precheck(check))
         try refuseIfFull(spec, check)
         if !dryRun { try createDestination(spec) }
         let arguments = Rsync.arguments(for: spec, dryRun: dryRun)
-        var report: Report
-        if let firstCopy {
-            report = try await copyInLanes(
-                spec, precheck: check, lanes: firstCopy.lanes, walk: firstCopy.walk, onEvent: onEvent)
-        } else {
-            report = try await copy(spec, precheck: check, arguments: arguments, dryRun: dryRun, onEvent: onEvent)
-        }
+        var report = try await copy(spec, precheck: check, arguments: arguments, dryRun: dryRun, onEvent: onEvent)
         if !dryRun { verify(spec, into: &report, onEvent: onEvent) }
         report.elapsedSeconds = Self.seconds(ContinuousClock.now - started)
         return report

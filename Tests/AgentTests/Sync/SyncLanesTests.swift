@@ -171,32 +171,53 @@ import Testing
         for top in ["a", "b", "d"] { #expect(FileManager.default.fileExists(atPath: "\(destination)/\(top)/f")) }
     }
 
-    @Test func lanesBalanceBySizeKeepHardLinkGroupsTogetherAndSkipExcludedEntries() {
-        func entry(_ path: String, size: UInt64 = 0, directory: Bool = false, inode: UInt64 = 0, links: UInt64 = 1)
-            -> SourceSize.SnapshotEntry
-        {
-            SourceSize.SnapshotEntry(
-                path: Array(path.utf8),
-                stat: FileStat(
-                    mode: directory ? UInt32(S_IFDIR) | 0o755 : UInt32(S_IFREG) | 0o644, userID: 0, groupID: 0,
-                    size: size, modificationTime: 0, changeTime: 0, inode: inode, linkCount: links))
+    @Test func aRefusedPrecheckStopsTheWaitingLanesWithNothingCopied() async throws {
+        let temp = try TemporaryDirectory("sync-lanes-refused")
+        defer { temp.remove() }
+        let source = temp.path + "/src"
+        let destination = temp.path + "/dst/never"
+        for top in ["a", "b", "c"] { try SyncFixture.write(source, "\(top)/f", SyncFixture.text(1000, seed: 1)) }
+        let log = temp.path + "/starts"
+        let wrapper = temp.path + "/rsync-logged"
+        try SyncFixture.script(wrapper, "echo started >> '\(log)'\nexec rsync \"$@\"")
+        var engine = SyncFixture.engine(executable: wrapper)
+        engine.copyLanes = 3
+        engine.spaceMargin = 1e12  // no filesystem has room for that
+        let refused = await #expect(throws: MusterError.self) {
+            try await engine.run(SyncSpec(source: source, destination: destination))
         }
-        let entries = [
-            entry("", directory: true), entry("big", directory: true), entry("big/x", size: 100 << 20),
-            entry("mid", directory: true), entry("mid/x", size: 50 << 20), entry("small", directory: true),
-            entry("small/x", size: 40 << 20), entry("p", directory: true),
-            entry("p/l", size: 1 << 20, inode: 7, links: 2),
-            entry("q", directory: true), entry("q/l", size: 1 << 20, inode: 7, links: 2),
-            entry("skip", directory: true),
-            entry("skip/x", size: 10 << 20), entry("file", size: 1),
-        ]
-        let lanes = SyncEngine.lanes(of: entries, excludes: ExcludeMatcher(["/skip"]), count: 2)
-        let names = lanes?.map { $0.map { String(decoding: $0, as: UTF8.self) }.sorted() }
-        #expect(names?.count == 2)
-        #expect(names?.contains(["big"]) == true, "\(names ?? [])")
-        #expect(names?.contains(["file", "mid", "p", "q", "small"]) == true, "\(names ?? [])")
-        #expect(SyncEngine.lanes(of: entries, excludes: ExcludeMatcher([]), count: 1) == nil)
-        #expect(SyncEngine.lanes(of: Array(entries.prefix(3)), excludes: ExcludeMatcher([]), count: 4) == nil)
+        #expect(refused?.code == .invalidInput)
+        #expect(refused?.message.contains("not enough space") == true, "\(String(describing: refused))")
+        // The lanes were started (they walk behind the precheck's walk) and stopped before their lists ended; a lane
+        // whose task had not spawned its rsync yet never does.
+        let starts = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
+        #expect(starts.split(separator: "\n").count <= 3, "\(starts)")
+        #expect(!FileManager.default.fileExists(atPath: temp.path + "/dst"))
+        let left = try runCommand("/usr/bin/pgrep", ["-f", "--", source])
+        #expect(left.stdout.isEmpty, "rsync processes left: \(left.stdout)")
+    }
+
+    @Test func theGateSendsNamesToTheLightestLaneHardLinksToTheFirstAndEndsTheListsAtRelease() async throws {
+        let gate = try LaneGate(count: 3)
+        gate.assign(Array("big".utf8), weight: 100, firstLane: false)
+        gate.assign(Array("linked".utf8), weight: 1, firstLane: true)
+        gate.assign(Array("mid".utf8), weight: 50, firstLane: false)
+        gate.assign(Array("small".utf8), weight: 10, firstLane: false)
+        gate.assign(Array("more".utf8), weight: 10, firstLane: false)
+        let assigned = gate.assigned.map { $0.map { String(decoding: $0, as: UTF8.self) } }
+        #expect(assigned == [["big", "linked"], ["mid"], ["small", "more"]])
+        await gate.release()
+        for (lane, reader) in gate.readers.enumerated() {
+            var bytes: [UInt8] = []
+            var buffer = [UInt8](repeating: 0, count: 4096)
+            while true {
+                let count = buffer.withUnsafeMutableBytes { read(reader, $0.baseAddress, $0.count) }
+                if count <= 0 { break }  // the end of the list
+                bytes += buffer.prefix(count)
+            }
+            close(reader)
+            #expect(bytes == SyncEngine.fileList(gate.assigned[lane]))
+        }
     }
 
     @Test func theCommandRefusesABadLaneCount() throws {
