@@ -83,7 +83,8 @@ struct SyncCommand: AsyncParsableCommand {
             source: source, destination: destination, delete: delete, excludes: excludes, verify: verify)
         let output = SyncOutput(json: json, terminal: isatty(STDERR_FILENO) == 1)
         var engine = SyncEngine(
-            rsync: Rsync(executable: rsyncPath), journalDirectory: SyncEngine.journalDirectory(stateDirectory: stateDir),
+            rsync: Rsync(executable: rsyncPath),
+            journalDirectory: SyncEngine.journalDirectory(stateDirectory: stateDir),
             logger: logger)
         engine.copyLanes = lanes
         let report: SyncEngine.Report
@@ -166,7 +167,9 @@ final class SyncOutput: Sendable {
         endBar()
         let stats = report.stats
         var text = report.dryRun ? "dry run: would transfer " : "transferred "
-        if report.mode == .journalUnchanged { text = "nothing changed since the last sync (rsync not started): transferred " }
+        if report.mode == .journalUnchanged {
+            text = "nothing changed since the last sync (rsync not started): transferred "
+        }
         text += "\(stats.transferredFiles ?? 0) of \(stats.files ?? 0) files, "
         text +=
             "\(SyncEngine.format(stats.transferredFileBytes ?? 0)) of \(SyncEngine.format(stats.totalFileBytes ?? 0))"

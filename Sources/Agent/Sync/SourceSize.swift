@@ -72,7 +72,8 @@ enum SourceSize {
         var rootInfo = Glibc.stat()
         let rootStat = fstat(probe, &rootInfo) == 0 ? FileStat(rootInfo) : nil
         close(probe)
-        let walk = Walk(root: root, start: start ?? Walk.Start(path: [], excluded: false), excludes: excludes, snapshot: snapshot)
+        let walk = Walk(
+            root: root, start: start ?? Walk.Start(path: [], excluded: false), excludes: excludes, snapshot: snapshot)
         var (result, entries) = await withCheckedContinuation { continuation in
             let group = DispatchGroup()
             for _ in 0..<max(1, workers) {

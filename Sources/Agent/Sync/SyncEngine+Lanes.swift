@@ -86,7 +86,8 @@ extension SyncEngine {
                 Task {
                     try await rsync.run(
                         arguments: arguments,
-                        standardInput: .fileDescriptor(FileDescriptor(rawValue: reader), closeAfterSpawningProcess: true),
+                        standardInput: .fileDescriptor(
+                            FileDescriptor(rawValue: reader), closeAfterSpawningProcess: true),
                         interval: laneInterval, logger: logger
                     ) { progress in
                         // Before the release a lane only repeats an empty record while it waits for its list.
@@ -107,7 +108,10 @@ extension SyncEngine {
         let check: Precheck
         do {
             walk = try await walkFeeding(spec, entries: entries, excludes: excludes, gate: gate)
+            // The lanes are tasks of their own: a cancelled run must not let them copy.
+            try Task.checkCancellation()
             check = try await prepare(walk)
+            try Task.checkCancellation()
         } catch {
             await stopLanes()
             throw error
@@ -181,6 +185,7 @@ extension SyncEngine {
         var result = SourceSize.Result()
         var snapshot: [SourceSize.SnapshotEntry] = []
         for top in entries {
+            try Task.checkCancellation()
             let isDirectory = top.stat.isDirectory
             let excluded = excludes.excludes(top.name, isDirectory: isDirectory)
             snapshot.append(SourceSize.SnapshotEntry(path: top.name, stat: top.stat))
@@ -191,7 +196,8 @@ extension SyncEngine {
                 let below: SourceWalk
                 do {
                     below = try await SourceSize.snapshot(
-                        root: spec.source, below: top.name, excluded: excluded, excludes: excludes, workers: Self.walkers)
+                        root: spec.source, below: top.name, excluded: excluded, excludes: excludes,
+                        workers: Self.walkers)
                 } catch let error as TreeWalker.WalkError {
                     throw Self.unreadableSource(error)
                 }
@@ -201,7 +207,9 @@ extension SyncEngine {
                 result.unreadable += below.result.unreadable
                 for entry in below.entries {
                     weight += entry.stat.size + Self.laneEntryWeight
-                    if entry.stat.isHardLinked, entry.stat.mode & UInt32(S_IFMT) == UInt32(S_IFREG) { hardLinked = true }
+                    if entry.stat.isHardLinked, entry.stat.mode & UInt32(S_IFMT) == UInt32(S_IFREG) {
+                        hardLinked = true
+                    }
                 }
                 snapshot += below.entries
             }

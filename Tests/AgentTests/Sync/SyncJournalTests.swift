@@ -283,7 +283,9 @@ import Testing
         try Data(encoded).write(to: URL(fileURLWithPath: file))
         let versioned = try await setup.engine.run(spec)
         #expect(versioned.mode == .full)
-        #expect(versioned.journal?.reason?.contains("checksum") == true || versioned.journal?.reason?.contains("version") == true)
+        #expect(
+            versioned.journal?.reason?.contains("checksum") == true
+                || versioned.journal?.reason?.contains("version") == true)
     }
 
     @Test func noJournalAndDryRunsAlwaysRunRsyncAndNeverWriteAJournal() async throws {
@@ -364,7 +366,8 @@ import Testing
             mode: UInt32(S_IFREG) | 0o600, userID: 1, groupID: 2, size: 3, modificationTime: -4, changeTime: 5,
             inode: 6, linkCount: 7)
         let journal = SyncJournal(
-            fingerprint: "source=/a\ndestination=/b", destinationRoot: .init(device: 1, inode: 2, filesystemID: 3, mountFlags: 4),
+            fingerprint: "source=/a\ndestination=/b",
+            destinationRoot: .init(device: 1, inode: 2, filesystemID: 3, mountFlags: 4),
             sourceReadTime: 8, destinationReadTime: 9,
             entries: [
                 .init(path: [], source: entry, destination: nil),
