@@ -134,18 +134,19 @@ extension SyncJournal {
         plan: Plan, fingerprint: String, destination: String, destinationRoot: RootIdentity, sourceReadTime: Int64
     ) -> SyncJournal {
         let readTime = now()
-        var reread = Set<[UInt8]>([[]])
+        // PathKey: one hash call per path, not one per byte (this runs over every entry of the tree).
+        var reread = Set<PathKey>([PathKey([])])
         for position in plan.current.indices where plan.changed[position] {
             let path = plan.current[position].path
-            reread.insert(path)
+            reread.insert(PathKey(path))
             for (offset, byte) in path.enumerated() where byte == UInt8(ascii: "/") {
-                reread.insert(Array(path[..<offset]))
+                reread.insert(PathKey(Array(path[..<offset])))
             }
         }
         var entries: [Entry] = []
         entries.reserveCapacity(plan.current.count)
         for var entry in plan.current {
-            if reread.contains(entry.path) {
+            if reread.contains(PathKey(entry.path)) {
                 entry.destination = FileStat.lstat(root: destination, relative: entry.path)
             }
             if entry.source != nil || entry.destination != nil { entries.append(entry) }
