@@ -36,6 +36,9 @@ extension SyncEngine {
         let sourceReadTime = SyncJournal.now()
         let workers = Self.walkers
         let destinationExists = FileStatus.lstat(spec.destination)?.kind == .directory
+        let racyWindow =
+            journalRacyWindow.map { $0.components.seconds * 1_000_000_000 + $0.components.attoseconds / 1_000_000_000 }
+            ?? SyncJournal.racyWindow(source: spec.source, destination: spec.destination)
         let fingerprint = SyncJournal.fingerprint(spec: spec, rsyncVersion: await rsyncVersion())
         let path = SyncJournal.path(directory: directory, fingerprint: fingerprint)
 
@@ -61,7 +64,8 @@ extension SyncEngine {
                 written: false)
             return await finish(
                 spec, report: report, plan: nil, journalReport: journalReport, fingerprint: fingerprint, path: path,
-                sourceWalk: sourceWalk, sourceReadTime: sourceReadTime, started: started, onEvent: onEvent)
+                sourceWalk: sourceWalk, sourceReadTime: sourceReadTime, racyWindow: racyWindow, started: started,
+                onEvent: onEvent)
         }
 
         async let destinationWalk =
@@ -120,8 +124,7 @@ extension SyncEngine {
                     source: sourceWalk.entries, destination: destinationSnapshot.entries,
                     destinationRoot: SyncJournal.RootIdentity.of(spec.destination), delete: spec.delete,
                     hasExcludes: !spec.excludes.isEmpty,
-                    racyWindow: journalRacyWindow.components.seconds * 1_000_000_000
-                        + journalRacyWindow.components.attoseconds / 1_000_000_000)
+                    racyWindow: racyWindow)
                 journalReport.used = true
                 journalReport.comparedPaths = compared.comparedPaths
                 journalReport.changedPaths = compared.changedPaths.count
@@ -178,7 +181,8 @@ extension SyncEngine {
         logger.debug("sync journal: rsync done", metadata: ["elapsed": "\(lap())"])
         return await finish(
             spec, report: report, plan: plan, journalReport: journalReport, fingerprint: fingerprint, path: path,
-            sourceWalk: sourceWalk, sourceReadTime: sourceReadTime, started: started, onEvent: onEvent)
+            sourceWalk: sourceWalk, sourceReadTime: sourceReadTime, racyWindow: racyWindow, started: started,
+            onEvent: onEvent)
     }
 
     /// Before a copy: the old journal goes first, whatever happens next; the destination and the journal directory
@@ -198,13 +202,19 @@ extension SyncEngine {
     /// After a copy: verification if asked, then a fresh journal after a clean run.
     private func finish(
         _ spec: SyncSpec, report copied: Report, plan: SyncJournal.Plan?, journalReport: JournalReport,
-        fingerprint: String, path: String, sourceWalk: SourceWalk, sourceReadTime: Int64,
+        fingerprint: String, path: String, sourceWalk: SourceWalk, sourceReadTime: Int64, racyWindow: Int64,
         started: ContinuousClock.Instant, onEvent: @escaping @Sendable (Event) -> Void
     ) async -> Report {
         var report = copied
         var journalReport = journalReport
         let clock = ContinuousClock()
         let phase = clock.now
+        // rsync's last writes (directory times, set at its very end) are milliseconds old: read the destination
+        // only once they are older than a short racy window, so the next run can trust them. A long window (2 s,
+        // filesystems not known to be local) is not waited for; those paths are simply re-checked next time.
+        if racyWindow > 0, racyWindow <= 100_000_000 {
+            try? await Task.sleep(for: .nanoseconds(racyWindow + 1_000_000))
+        }
         verify(spec, into: &report, onEvent: onEvent)
         let clean =
             report.exitCode == 0 && report.failedFiles.isEmpty && report.vanishedFiles.isEmpty

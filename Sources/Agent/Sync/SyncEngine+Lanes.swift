@@ -36,8 +36,12 @@ extension SyncEngine {
 
     /// The source's top-level entries when this run is a first copy to do in lanes: lanes on, the destination
     /// missing or empty, and at least two top-level entries the excludes keep; else `nil`.
+    ///
+    /// rsync run as another user (``Rsync/credentials``, a test seam) copies with one rsync: swift-subprocess starts
+    /// such a process with `fork` and `setuid` instead of `posix_spawn`, and a child forked while the walk's threads
+    /// hold a lock can hang before `exec` (seen: a forked child stuck on a futex, holding the lanes' pipes open).
     func laneEntries(_ spec: SyncSpec, excludes: ExcludeMatcher) -> [TopEntry]? {
-        guard copyLanes > 1, Self.isMissingOrEmpty(spec.destination) else { return nil }
+        guard copyLanes > 1, rsync.credentials == nil, Self.isMissingOrEmpty(spec.destination) else { return nil }
         guard let directory = opendir(spec.source) else { return nil }
         defer { closedir(directory) }
         var entries: [TopEntry] = []

@@ -108,7 +108,8 @@ struct SyncEngine: Sendable {
     static let defaultCopyLanes = 4
     static let maximumCopyLanes = 16
     /// The journal's racy window (``SyncJournal/racyWindow``); tests that rewrite files within it shorten it.
-    var journalRacyWindow: Duration = .seconds(2)
+    /// `nil`: per filesystem (``SyncJournal/racyWindow(source:destination:)``).
+    var journalRacyWindow: Duration?
     var logger: Logger
 
     init(

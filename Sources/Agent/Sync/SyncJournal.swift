@@ -1,3 +1,4 @@
+import CXattr
 import Crypto
 import Shared
 
@@ -54,8 +55,38 @@ struct SyncJournal: Sendable {
 
     static let version: UInt32 = 1
     static let magic = Array("MUSTERSJ".utf8)
-    /// Entries changed within this much of the time they were read are treated as changed.
+    /// Entries changed within this much of the time they were read are treated as changed: the default, and the
+    /// window on filesystems muster does not know to be local (NFS: the server's clock may be seconds off).
     static let racyWindow: Int64 = 2_000_000_000
+    /// The window when source and destination are both on local filesystems: their timestamps come from this
+    /// machine's clock, in ticks of at most one jiffy (10 ms at HZ=100); five ticks of margin.
+    static let localRacyWindow: Int64 = 50_000_000
+
+    /// Filesystem types (`statfs` `f_type`) whose timestamps come from the local clock.
+    static let localFilesystemTypes: Set<Int64> = [
+        0xEF53,  // ext2/3/4
+        0x5846_5342,  // xfs
+        0x9123_683E,  // btrfs
+        0x0102_1994,  // tmpfs
+        0xF2F5_2010,  // f2fs
+        0x2FC1_2FC1,  // zfs
+        0x794C_7630,  // overlayfs
+    ]
+
+    /// The racy window for a sync between `source` and `destination` (the nearest existing ancestor for a path
+    /// not created yet): ``localRacyWindow`` when both are on ``localFilesystemTypes``, else ``racyWindow``.
+    static func racyWindow(source: String, destination: String) -> Int64 {
+        func isLocal(_ path: String) -> Bool {
+            var candidate = SyncSpec.normalized(path)
+            while true {
+                let type = muster_filesystem_type(candidate)
+                if type >= 0 { return localFilesystemTypes.contains(Int64(type)) }
+                guard errno == ENOENT || errno == ENOTDIR, candidate != "/" else { return false }
+                candidate = "/" + candidate.split(separator: "/").dropLast().joined(separator: "/")
+            }
+        }
+        return isLocal(source) && isLocal(destination) ? localRacyWindow : racyWindow
+    }
 
     /// What the sync was: source, destination, options, rsync version. Journals of other syncs never apply.
     var fingerprint: String

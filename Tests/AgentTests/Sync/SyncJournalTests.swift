@@ -85,6 +85,32 @@ import Testing
 
     // MARK: - No-op and partial runs
 
+    @Test func localFilesystemsGetAShortRacyWindowAndARunRightAfterACopyTrustsIt() async throws {
+        #expect(
+            SyncJournal.racyWindow(source: "/tmp", destination: "/tmp/not/yet/created") == SyncJournal.localRacyWindow)
+        // procfs stands in for a filesystem not known to be local (NFS: the server's clock).
+        #expect(SyncJournal.racyWindow(source: "/tmp", destination: "/proc/self") == SyncJournal.racyWindow)
+
+        let temp = try TemporaryDirectory("sync-journal-local-window")
+        defer { temp.remove() }
+        let source = temp.path + "/src"
+        for top in ["a", "b", "c"] {
+            for index in 0..<20 {
+                try SyncFixture.write(source, "\(top)/d\(index % 4)/f\(index)", SyncFixture.text(100, seed: 1))
+            }
+        }
+        // The source's own writes must be older than the window when the first sync reads them.
+        try await Task.sleep(for: .milliseconds(100))
+        var engine = SyncFixture.engine()
+        engine.journalDirectory = temp.path + "/journals"
+        #expect(engine.journalRacyWindow == nil)
+        let first = try await engine.run(SyncSpec(source: source, destination: temp.path + "/dst"))
+        #expect(first.journal?.written == true, "\(first.message)")
+        // At once: rsync's last writes (directory times) were older than the 50 ms window when muster read them.
+        let again = try await engine.run(SyncSpec(source: source, destination: temp.path + "/dst"))
+        #expect(again.mode == .journalUnchanged, "\(String(describing: again.journal))")
+    }
+
     @Test func noOpReRunStartsNoRsyncAndLeavesTheDestinationUntouched() async throws {
         let setup = try Setup("journal-noop")
         defer { setup.remove() }
