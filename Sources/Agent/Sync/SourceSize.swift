@@ -196,8 +196,7 @@ enum SourceSize {
             defer { closedir(stream) }
             let needPaths = !excludes.isEmpty || snapshot
             while let dirent = readdir(stream) {
-                var name = withUnsafeBytes(of: dirent.pointee.d_name) { raw in Array(raw.prefix(while: { $0 != 0 })) }
-                if name == [UInt8(ascii: ".")] || name == [UInt8(ascii: "."), UInt8(ascii: ".")] { continue }
+                guard var name = TreeWalker.entryName(dirent) else { continue }
                 var type = Int32(dirent.pointee.d_type)
                 name.append(0)
                 var info = Glibc.stat()

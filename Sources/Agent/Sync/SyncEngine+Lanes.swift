@@ -46,8 +46,7 @@ extension SyncEngine {
         defer { closedir(directory) }
         var entries: [TopEntry] = []
         while let dirent = readdir(directory) {
-            let name = withUnsafeBytes(of: dirent.pointee.d_name) { raw in Array(raw.prefix(while: { $0 != 0 })) }
-            if name == [UInt8(ascii: ".")] || name == [UInt8(ascii: "."), UInt8(ascii: ".")] { continue }
+            guard let name = TreeWalker.entryName(dirent) else { continue }
             // Vanished since readdir: rsync would not see it either.
             guard let stat = FileStat.lstat(root: spec.source, relative: name) else { continue }
             entries.append(TopEntry(name: name, stat: stat))
@@ -252,8 +251,7 @@ extension SyncEngine {
         guard kind == .directory, let directory = opendir(path) else { return false }
         defer { closedir(directory) }
         while let dirent = readdir(directory) {
-            let name = withUnsafeBytes(of: dirent.pointee.d_name) { raw in Array(raw.prefix(while: { $0 != 0 })) }
-            if name != [UInt8(ascii: ".")], name != [UInt8(ascii: "."), UInt8(ascii: ".")] { return false }
+            if TreeWalker.entryName(dirent) != nil { return false }
         }
         return true
     }

@@ -238,8 +238,8 @@ struct SyncEngine: Sendable {
             return try await runWithJournal(spec, started: started, directory: journalDirectory, onEvent: onEvent)
         }
         // A first copy runs in lanes (SyncEngine+Lanes.swift); its walk feeds the lanes and serves the precheck.
-        if !dryRun, let entries = laneEntries(spec, excludes: ExcludeMatcher(spec.excludes)) {
-            let excludes = ExcludeMatcher(spec.excludes)
+        let excludes = ExcludeMatcher(spec.excludes)
+        if !dryRun, let entries = laneEntries(spec, excludes: excludes) {
             var (report, _, _) = try await copyInLanes(
                 spec, entries: entries, excludes: excludes,
                 prepare: { walk in

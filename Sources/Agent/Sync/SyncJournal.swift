@@ -77,13 +77,12 @@ struct SyncJournal: Sendable {
     /// not created yet): ``localRacyWindow`` when both are on ``localFilesystemTypes``, else ``racyWindow``.
     static func racyWindow(source: String, destination: String) -> Int64 {
         func isLocal(_ path: String) -> Bool {
-            var candidate = SyncSpec.normalized(path)
-            while true {
+            let type = try? TreeWalker.nearestExisting(path, operation: "statfs") { candidate, error -> Int64? in
                 let type = muster_filesystem_type(candidate)
-                if type >= 0 { return localFilesystemTypes.contains(Int64(type)) }
-                guard errno == ENOENT || errno == ENOTDIR, candidate != "/" else { return false }
-                candidate = "/" + candidate.split(separator: "/").dropLast().joined(separator: "/")
+                if type < 0 { error = errno }
+                return type >= 0 ? Int64(type) : nil
             }
+            return type.map { localFilesystemTypes.contains($0) } ?? false
         }
         return isLocal(source) && isLocal(destination) ? localRacyWindow : racyWindow
     }

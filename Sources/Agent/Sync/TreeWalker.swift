@@ -68,11 +68,7 @@ enum TreeWalker {
         defer { closedir(directory) }
         var names: [[UInt8]] = []
         while let dirent = readdir(directory) {
-            let name = withUnsafeBytes(of: dirent.pointee.d_name) { raw in
-                Array(raw.prefix(while: { $0 != 0 }))
-            }
-            if name == [UInt8(ascii: ".")] || name == [UInt8(ascii: "."), UInt8(ascii: ".")] { continue }
-            names.append(name)
+            if let name = entryName(dirent) { names.append(name) }
         }
         if sorted { names.sort { $0.lexicographicallyPrecedes($1) } }
         for name in names {
@@ -150,17 +146,38 @@ enum TreeWalker {
     /// Free bytes for an unprivileged writer (`f_bavail × f_frsize`) on the filesystem holding `path`, or its
     /// nearest existing ancestor when `path` does not exist yet.
     static func availableBytes(at path: String) throws -> UInt64 {
+        try nearestExisting(path, operation: "statvfs") { candidate, error in
+            var info = statvfs()
+            guard statvfs(candidate, &info) == 0 else {
+                error = errno
+                return nil
+            }
+            return UInt64(info.f_bavail) * UInt64(info.f_frsize)
+        }
+    }
+
+    /// `probe` of `path`, or of its nearest existing ancestor when it fails with `ENOENT`/`ENOTDIR` (a path not
+    /// created yet). `probe` returns `nil` and sets its `errno` argument on failure (read at once: Swift code between
+    /// the call and a later read may change `errno`).
+    /// - Throws: ``WalkError`` naming `operation` when it fails otherwise, or for `/`.
+    static func nearestExisting<T>(
+        _ path: String, operation: String, _ probe: (String, inout Int32) -> T?
+    ) throws -> T {
         var candidate = SyncSpec.normalized(path)
         while true {
-            var info = statvfs()
-            if statvfs(candidate, &info) == 0 { return UInt64(info.f_bavail) * UInt64(info.f_frsize) }
-            let error = errno
+            var error: Int32 = 0
+            if let value = probe(candidate, &error) { return value }
             guard error == ENOENT || error == ENOTDIR, candidate != "/" else {
-                throw WalkError(path: candidate, operation: "statvfs", errno: error)
+                throw WalkError(path: candidate, operation: operation, errno: error)
             }
-            let parts = candidate.split(separator: "/").dropLast()
-            candidate = "/" + parts.joined(separator: "/")
+            candidate = "/" + candidate.split(separator: "/").dropLast().joined(separator: "/")
         }
+    }
+
+    /// A directory entry's name (raw bytes), `nil` for `.` and `..`.
+    static func entryName(_ entry: UnsafeMutablePointer<dirent>) -> [UInt8]? {
+        let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in Array(raw.prefix(while: { $0 != 0 })) }
+        return name == [UInt8(ascii: ".")] || name == [UInt8(ascii: "."), UInt8(ascii: ".")] ? nil : name
     }
 
     /// Renders raw path bytes: valid UTF-8 with printable characters as is, anything else as `\#ooo`.
