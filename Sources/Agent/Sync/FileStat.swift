@@ -53,6 +53,15 @@ struct FileStat: Sendable, Equatable {
     /// paths cannot express.
     var isHardLinked: Bool { !isDirectory && linkCount > 1 }
 
+    /// This destination entry is still what a clean rsync made of `source` before `mark` (a `ctime` on this entry's
+    /// filesystem's clock): not changed since, of the same kind, and of the same size for a regular file or symlink.
+    /// Owner, mode bits and times are rsync's to set and are not compared (an unprivileged rsync cannot set owners).
+    func isUnchangedCopy(of source: FileStat, before mark: Int64) -> Bool {
+        let kind = UInt32(S_IFMT)
+        guard changeTime < mark, mode & kind == source.mode & kind else { return false }
+        return isDirectory || size == source.size
+    }
+
     /// Bytes of one record in the journal file.
     static let encodedSize = 4 * 3 + 8 * 5
 }

@@ -127,11 +127,11 @@ enum SourceSize {
         private let root: String
         private let excludes: ExcludeMatcher
         private let snapshot: Bool
-        private let queue: Mutex<Queue>
+        private let queue: WorkQueue<Queue>
         private let partials = Mutex<[Partial]>([])
 
         init(root: String, start: Start, excludes: ExcludeMatcher, snapshot: Bool) {
-            self.queue = Mutex(Queue(directories: [start]))
+            self.queue = WorkQueue(Queue(directories: [start]))
             self.root = root
             self.excludes = excludes
             self.snapshot = snapshot
@@ -157,15 +157,15 @@ enum SourceSize {
             }
         }
 
+        /// The next directory to read; waits (without spinning: on a cold cache a spinning worker takes the CPU the
+        /// others and rsync need) while another worker reads a directory that may add more; nil when all are read.
         private func next() -> Directory? {
+            queue.lock()
+            defer { queue.unlock() }
             while true {
-                let (directory, done) = queue.withLock { queue -> (Directory?, Bool) in
-                    if let directory = queue.directories.popLast() { return (directory, false) }
-                    return (nil, queue.pending == 0)
-                }
-                if let directory { return directory }
-                if done { return nil }
-                usleep(50)  // another worker is reading a directory that may add more
+                if let directory = queue.state.directories.popLast() { return directory }
+                if queue.state.pending == 0 { return nil }
+                queue.wait()
             }
         }
 
@@ -175,11 +175,12 @@ enum SourceSize {
             while let directory = next() {
                 found.removeAll(keepingCapacity: true)
                 read(directory, into: &partial, subdirectories: &found)
-                let add = found
-                queue.withLock { queue in
-                    queue.directories.append(contentsOf: add)
-                    queue.pending += add.count - 1
-                }
+                queue.lock()
+                queue.state.directories.append(contentsOf: found)
+                queue.state.pending += found.count - 1
+                // Wake the waiting workers when there is work for them, or when the walk is over.
+                if !found.isEmpty || queue.state.pending == 0 { queue.broadcast() }
+                queue.unlock()
             }
             partials.withLock { $0.append(partial) }
         }
@@ -248,6 +249,21 @@ enum SourceSize {
     }
 }
 
+/// State shared by threads that wait for each other: an `NSCondition` and the value it guards. Touch `state` only
+/// between `lock()` and `unlock()`.
+final class WorkQueue<State>: @unchecked Sendable {
+    private let condition = NSCondition()
+    var state: State
+
+    init(_ state: State) { self.state = state }
+
+    func lock() { condition.lock() }
+    func unlock() { condition.unlock() }
+    /// Releases the lock until ``broadcast()``, then holds it again.
+    func wait() { condition.wait() }
+    func broadcast() { condition.broadcast() }
+}
+
 /// A snapshot walk of a sync's source: the sizes and every entry.
 typealias SourceWalk = (result: SourceSize.Result, entries: [SourceSize.SnapshotEntry])
 
@@ -268,6 +284,11 @@ extension SyncEngine {
 
     /// Threads for a tree walk: all cores, 2 to 8.
     static var walkers: Int { min(8, max(2, ProcessInfo.processInfo.activeProcessorCount)) }
+
+    /// Threads for the walk of a first copy's source (the lanes'): at least 8, whatever the core count. The lanes
+    /// copy nothing until it is over, and on a cold cache it mostly waits for the disk, so more reads in flight
+    /// finish it sooner (1.7–2.2 s instead of 2.4–2.5 s with 2 threads, 108k files cold, 2 cores).
+    static var firstCopyWalkers: Int { max(8, walkers) }
 }
 
 /// Runs `body` on a new thread of its own and returns its result: blocking work that must not wait behind other

@@ -209,11 +209,16 @@ extension SyncEngine {
         var journalReport = journalReport
         let clock = ContinuousClock()
         let phase = clock.now
-        // rsync's last writes (directory times, set at its very end) are milliseconds old: read the destination
-        // only once they are older than a short racy window, so the next run can trust them. A long window (2 s,
-        // filesystems not known to be local) is not waited for; those paths are simply re-checked next time.
-        if racyWindow > 0, racyWindow <= 100_000_000 {
-            try? await Task.sleep(for: .nanoseconds(racyWindow + 1_000_000))
+        // After a full run without excludes the destination is not walked: the journal gets a mark instead
+        // (SyncJournal.destinationMark).
+        let marked = plan == nil && spec.excludes.isEmpty
+        let local = racyWindow > 0 && racyWindow <= 100_000_000
+        // rsync's last writes (directory times, set at its very end) are milliseconds old. A mark must fall in a
+        // later clock tick (at most 10 ms on a local filesystem); a walk must come once they are older than the
+        // short racy window, so the next run can trust them. A long window (2 s, filesystems not known to be
+        // local) is not waited for; those paths are simply re-checked next time.
+        if local {
+            try? await Task.sleep(for: .nanoseconds(marked ? 11_000_000 : racyWindow + 1_000_000))
         }
         verify(spec, into: &report, onEvent: onEvent)
         let clean =
@@ -232,6 +237,20 @@ extension SyncEngine {
                     SyncJournal.afterPartialRun(
                         plan: plan, fingerprint: fingerprint, destination: spec.destination, destinationRoot: root,
                         sourceReadTime: sourceReadTime)
+                }
+            } else if marked {
+                if sourceWalk.result.unreadable == 0,
+                    let mark = await markDestination(spec.destination, racyWindow: local ? racyWindow : nil)
+                {
+                    journal = await runBlocking {
+                        SyncJournal.afterFullRun(
+                            source: sourceWalk.entries, fingerprint: fingerprint, destination: mark.root,
+                            destinationRoot: root, sourceReadTime: sourceReadTime, mark: mark.mark,
+                            destinationReadTime: mark.readTime)
+                    }
+                } else {
+                    journal = nil
+                    logger.warning("cannot read the whole source or mark the destination; no sync journal written")
                 }
             } else {
                 let destinationReadTime = SyncJournal.now()
@@ -269,6 +288,26 @@ extension SyncEngine {
         report.journal = journalReport
         report.elapsedSeconds = Self.seconds(ContinuousClock.now - started)
         return report
+    }
+
+    /// Sets the destination root's modification time to its own value, which moves its `ctime` past every write of
+    /// the run just done: that `ctime` is the journal's ``SyncJournal/destinationMark``. Then reads the root's own
+    /// record, on a local filesystem once the mark is older than `racyWindow`, so the next run can trust it.
+    /// `nil` when the root cannot be read or its time set.
+    private func markDestination(
+        _ destination: String, racyWindow: Int64?
+    ) async -> (mark: Int64, root: FileStat, readTime: Int64)? {
+        guard let before = FileStat.lstat(root: destination, relative: []),
+            setModificationTime(destination, nanoseconds: before.modificationTime),
+            let marked = FileStat.lstat(root: destination, relative: [])
+        else { return nil }
+        if let racyWindow {
+            let wait = marked.changeTime + racyWindow + 1_000_000 - SyncJournal.now()
+            if wait > 0 { try? await Task.sleep(for: .nanoseconds(min(wait, racyWindow + 1_000_000))) }
+        }
+        let readTime = SyncJournal.now()
+        guard let root = FileStat.lstat(root: destination, relative: []) else { return nil }
+        return (marked.changeTime, root, readTime)
     }
 
     /// The first line of `rsync --version` (part of the journal's fingerprint), `unknown` if it cannot run.

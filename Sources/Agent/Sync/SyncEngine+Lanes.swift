@@ -200,7 +200,7 @@ extension SyncEngine {
                 do {
                     below = try await SourceSize.snapshot(
                         root: spec.source, below: top.name, excluded: excluded, excludes: excludes,
-                        workers: Self.walkers)
+                        workers: Self.firstCopyWalkers)
                 } catch let error as TreeWalker.WalkError {
                     throw Self.unreadableSource(error)
                 }
@@ -358,15 +358,19 @@ final class LaneGate: Sendable {
 }
 
 extension SyncEngine {
-    /// Sets `path`'s modification time (not following a symlink), leaving its access time; a failure is logged.
-    func setModificationTime(_ path: String, nanoseconds: Int64) {
+    /// Sets `path`'s modification time (not following a symlink), leaving its access time; a failure is logged and
+    /// returns false.
+    @discardableResult
+    func setModificationTime(_ path: String, nanoseconds: Int64) -> Bool {
         let times = [
             timespec(tv_sec: 0, tv_nsec: (1 << 30) - 2),  // UTIME_OMIT (a macro Swift does not import)
             timespec(tv_sec: Int(nanoseconds / 1_000_000_000), tv_nsec: Int(nanoseconds % 1_000_000_000)),
         ]
-        if utimensat(AT_FDCWD, path, times, AT_SYMLINK_NOFOLLOW) != 0 {
+        guard utimensat(AT_FDCWD, path, times, AT_SYMLINK_NOFOLLOW) == 0 else {
             logger.warning("cannot set the modification time of '\(path)': \(String(cString: strerror(errno)))")
+            return false
         }
+        return true
     }
 }
 

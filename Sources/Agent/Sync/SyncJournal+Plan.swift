@@ -30,7 +30,9 @@ extension SyncJournal {
     ///
     /// A path is changed when its source record differs from the recorded one (or is new), its destination record
     /// differs (or went missing), it lacks a destination copy although no exclude could explain that, or either
-    /// recorded `ctime` is within `racyWindow` (default ``racyWindow``) of the time it was read. A full run is needed when the destination
+    /// recorded `ctime` is within `racyWindow` (default ``racyWindow``) of the time it was read. Under a
+    /// ``destinationMark``, a path without a destination record is changed when its destination entry is missing,
+    /// changed at or after the mark, or not of the source record's kind and size. A full run is needed when the destination
     /// root is another directory, a snapshot has unreadable parts, the sync has excludes and anything changed (rsync
     /// does not check a listed path's parents against them), a changed path is hard-linked (on either side,
     /// now or then), with `delete` when a source path was deleted or the destination holds an entry the journal
@@ -92,10 +94,15 @@ extension SyncJournal {
                 }
                 continue
             }
-            var differs =
-                recorded.source != source || recorded.destination != now.destination
-                || source.changeTime >= sourceCut
-                || (recorded.destination.map { $0.changeTime >= destinationCut } ?? false)
+            let destinationDiffers: Bool
+            if let mark = destinationMark, recorded.destination == nil, let copied = recorded.source {
+                destinationDiffers = now.destination.map { !$0.isUnchangedCopy(of: copied, before: mark) } ?? true
+            } else {
+                destinationDiffers =
+                    recorded.destination != now.destination
+                    || (recorded.destination.map { $0.changeTime >= destinationCut } ?? false)
+            }
+            var differs = recorded.source != source || source.changeTime >= sourceCut || destinationDiffers
             // Absent on both sides of a clean sync: only an exclude explains that.
             if !differs, now.destination == nil, !hasExcludes { differs = true }
             changed[position] = differs
@@ -154,6 +161,22 @@ extension SyncJournal {
         return SyncJournal(
             fingerprint: fingerprint, destinationRoot: destinationRoot, sourceReadTime: sourceReadTime,
             destinationReadTime: readTime, entries: entries)
+    }
+
+    /// The journal after a successful full run without excludes, the destination not walked: the source snapshot,
+    /// the destination root's record (`destination`, read at `destinationReadTime`) and the ``destinationMark``.
+    static func afterFullRun(
+        source: [SourceSize.SnapshotEntry], fingerprint: String, destination root: FileStat,
+        destinationRoot: RootIdentity, sourceReadTime: Int64, mark: Int64, destinationReadTime: Int64
+    ) -> SyncJournal {
+        var entries: [Entry] = []
+        entries.reserveCapacity(source.count)
+        for entry in source {
+            entries.append(Entry(path: entry.path, source: entry.stat, destination: entry.path.isEmpty ? root : nil))
+        }
+        return SyncJournal(
+            fingerprint: fingerprint, destinationRoot: destinationRoot, sourceReadTime: sourceReadTime,
+            destinationReadTime: destinationReadTime, destinationMark: mark, entries: entries)
     }
 
     /// The journal after a successful full run: both snapshots joined by path.

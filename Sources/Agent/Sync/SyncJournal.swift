@@ -14,10 +14,14 @@ import Shared
 /// read. A path whose `ctime` lies within ``racyWindow`` of (or after) that time is never trusted: a change in the
 /// same clock tick as the read would leave every recorded field equal (git's "racy" rule).
 ///
+/// After a full run the destination is not walked again: the journal then carries a ``destinationMark`` instead of
+/// destination records (see there), which saves a walk of the whole destination at the end of a first copy.
+///
 /// File format (little endian): magic `MUSTERSJ`, `UInt32` version, `UInt32` length + fingerprint text,
 /// destination identity (`UInt64` device, inode, `statvfs` fsid and mount flags), `Int64` source and destination
-/// read times (ns since the epoch), `UInt64` entry count, entries (`UInt32` path length, path, `UInt8` flags: 1
-/// source, 2 destination, then the present records), and the SHA-256 of everything before it.
+/// read times (ns since the epoch), (version 2) `UInt8` 1 + `Int64` destination mark or `UInt8` 0, `UInt64` entry
+/// count, entries (`UInt32` path length, path, `UInt8` flags: 1 source, 2 destination, then the present records),
+/// and the SHA-256 of everything before it. Version 1 files (no mark) are still read.
 struct SyncJournal: Sendable {
     /// The destination root: a different directory (re-created, another mount) invalidates the journal.
     struct RootIdentity: Sendable, Equatable {
@@ -53,7 +57,7 @@ struct SyncJournal: Sendable {
         var missing = false
     }
 
-    static let version: UInt32 = 1
+    static let version: UInt32 = 2
     static let magic = Array("MUSTERSJ".utf8)
     /// Entries changed within this much of the time they were read are treated as changed: the default, and the
     /// window on filesystems muster does not know to be local (NFS: the server's clock may be seconds off).
@@ -94,6 +98,13 @@ struct SyncJournal: Sendable {
     var sourceReadTime: Int64
     /// When the destination's records were read (the latest read of any of them).
     var destinationReadTime: Int64
+    /// Set by a full run that did not walk the destination afterwards (``afterFullRun(source:fingerprint:destination:``
+    /// ``destinationRoot:sourceReadTime:)``): the destination root's `ctime` (its clock, ns) once muster re-set the
+    /// root's modification time after rsync was done. An entry without a destination record then stands for "as
+    /// rsync left it": it counts as unchanged when the destination entry exists, has the source record's kind (and
+    /// size, for a regular file) and a `ctime` before the mark. Any later change of the entry gets a `ctime` at or
+    /// after the mark, which is read from the same clock; the root itself has an ordinary record.
+    var destinationMark: Int64? = nil
     var entries: [Entry]
 
     // MARK: - Fingerprint and location
@@ -143,6 +154,12 @@ struct SyncJournal: Sendable {
         Self.append(destinationRoot.mountFlags, to: &out)
         Self.append(sourceReadTime, to: &out)
         Self.append(destinationReadTime, to: &out)
+        if let destinationMark {
+            out.append(1)
+            Self.append(destinationMark, to: &out)
+        } else {
+            out.append(0)
+        }
         Self.append(UInt64(entries.count), to: &out)
         for entry in entries {
             Self.append(UInt32(entry.path.count), to: &out)
@@ -166,7 +183,7 @@ struct SyncJournal: Sendable {
         return try bytes.withUnsafeBytes { raw in
             var reader = Reader(raw: UnsafeRawBufferPointer(rebasing: raw[0..<body]), offset: magic.count)
             let version: UInt32 = try reader.read()
-            guard version == Self.version else {
+            guard version == 1 || version == Self.version else {
                 throw LoadError(description: "version \(version), this agent writes \(Self.version)")
             }
             let fingerprintLength: UInt32 = try reader.read()
@@ -176,6 +193,12 @@ struct SyncJournal: Sendable {
                 mountFlags: try reader.read())
             let sourceReadTime: Int64 = try reader.read()
             let destinationReadTime: Int64 = try reader.read()
+            var destinationMark: Int64?
+            if version >= 2 {
+                let marked: UInt8 = try reader.read()
+                guard marked <= 1 else { throw LoadError(description: "bad mark flag \(marked)") }
+                if marked == 1 { destinationMark = try reader.read() as Int64 }
+            }
             let count: UInt64 = try reader.read()
             guard count <= UInt64(raw.count) else { throw LoadError(description: "bad entry count \(count)") }
             var entries: [Entry] = []
@@ -192,7 +215,7 @@ struct SyncJournal: Sendable {
             guard reader.offset == reader.raw.count else { throw LoadError(description: "trailing bytes") }
             return SyncJournal(
                 fingerprint: fingerprint, destinationRoot: root, sourceReadTime: sourceReadTime,
-                destinationReadTime: destinationReadTime, entries: entries)
+                destinationReadTime: destinationReadTime, destinationMark: destinationMark, entries: entries)
         }
     }
 

@@ -68,6 +68,11 @@ import Testing
             return output.stdout.split(separator: "\0").map(String.init).sorted()
         }
 
+        /// The one journal in the state directory.
+        func journal() throws -> SyncJournal {
+            try SyncJournal.load(path: journals + "/" + (try #require(journalFiles().first)))
+        }
+
         func journalFiles() throws -> [String] {
             ((try? FileManager.default.contentsOfDirectory(atPath: journals)) ?? []).filter { $0.hasSuffix(".journal") }
         }
@@ -189,6 +194,11 @@ import Testing
         defer { setup.remove() }
         let spec = SyncSpec(source: setup.source, destination: setup.destination)
         _ = try await setup.engine.run(spec)
+        // The full run did not walk the destination: its journal holds a mark, and the changes below come right
+        // after it, in the same second.
+        let journal = try setup.journal()
+        #expect(journal.destinationMark != nil)
+        #expect(journal.entries.filter { $0.destination != nil }.map(\.path) == [[]])
 
         try SyncFixture.write(setup.destination, "dir1/sub1/file1.txt", Array("tampered\n".utf8))
         #expect(unlink(setup.destination + "/dir2/sub2/file2.txt") == 0)
@@ -198,8 +208,14 @@ import Testing
         let report = try await setup.engine.run(spec)
         #expect(report.succeeded, "\(report.message)")
         #expect(report.mode == .journalPartial)
+        // The four entries and the two directories the unlinks changed (dir2/sub2 and the root).
+        #expect(report.journal?.changedPaths == 6, "\(String(describing: report.journal))")
         #expect(report.stats.transferredFiles == 2)
         try setup.expectIdentical()
+        // The partial run's journal records the destination again.
+        let after = try setup.journal()
+        #expect(after.destinationMark == nil)
+        #expect(try await setup.engine.run(spec).mode == .journalUnchanged)
     }
 
     @Test func aNewHardLinkForcesAFullRun() async throws {
@@ -383,6 +399,54 @@ import Testing
             destinationRoot: .init(device: 1, inode: 99, filesystemID: 3, mountFlags: 0), delete: false,
             hasExcludes: false)
         #expect(moved.decision != .partial && moved.decision != .unchanged)
+    }
+
+    @Test func underAMarkOnlyEntriesUnchangedBeforeItOfTheSameKindAndSizeAreTrusted() {
+        let old: Int64 = 1_000_000_000_000_000_000
+        let mark = old + 10_000_000_000
+        func stat(_ kind: mode_t, size: UInt64 = 10, ctime: Int64 = old, inode: UInt64 = 1) -> FileStat {
+            FileStat(
+                mode: kind | 0o644, userID: 0, groupID: 0, size: size, modificationTime: old,
+                changeTime: ctime, inode: inode, linkCount: 1)
+        }
+        let root = SyncJournal.RootIdentity(device: 1, inode: 2, filesystemID: 3, mountFlags: 0)
+        let rootRecord = stat(S_IFDIR, ctime: mark)
+        let names = ["copied", "dir", "at-mark", "after", "missing", "kind", "size"]
+        let sources: [String: FileStat] = [
+            "copied": stat(S_IFREG), "dir": stat(S_IFDIR, size: 4096), "at-mark": stat(S_IFREG),
+            "after": stat(S_IFREG), "missing": stat(S_IFREG), "kind": stat(S_IFREG), "size": stat(S_IFREG),
+        ]
+        // rsync's copies: other inodes and owners are fine; a directory's size is the filesystem's own.
+        let destinations: [String: FileStat] = [
+            "copied": stat(S_IFREG, ctime: mark - 1, inode: 7), "dir": stat(S_IFDIR, size: 12288, ctime: old + 5),
+            "at-mark": stat(S_IFREG, ctime: mark), "after": stat(S_IFREG, ctime: mark + 1),
+            "kind": stat(S_IFLNK, ctime: old), "size": stat(S_IFREG, size: 11, ctime: old),
+        ]
+        let source =
+            [SourceSize.SnapshotEntry(path: [], stat: stat(S_IFDIR, size: 4096))]
+            + names.map { SourceSize.SnapshotEntry(path: Array($0.utf8), stat: sources[$0]!) }
+        let journal = SyncJournal.afterFullRun(
+            source: source, fingerprint: "f", destination: rootRecord, destinationRoot: root, sourceReadTime: mark,
+            mark: mark, destinationReadTime: mark + 3_000_000_000)
+        #expect(journal.destinationMark == mark)
+        let destination =
+            [SourceSize.SnapshotEntry(path: [], stat: rootRecord)]
+            + destinations.map { SourceSize.SnapshotEntry(path: Array($0.key.utf8), stat: $0.value) }
+        let plan = journal.plan(
+            source: source, destination: destination, destinationRoot: root, delete: false, hasExcludes: false)
+        #expect(plan.decision == .partial)
+        #expect(
+            Set(plan.changedPaths.map { String(decoding: $0, as: UTF8.self) })
+                == ["at-mark", "after", "missing", "kind", "size"])
+        // The mark survives the file.
+        let temp = try? TemporaryDirectory("journal-mark")
+        defer { temp?.remove() }
+        if let temp {
+            #expect(throws: Never.self) { try journal.write(to: temp.path + "/m.journal") }
+            let loaded = try? SyncJournal.load(path: temp.path + "/m.journal")
+            #expect(loaded?.destinationMark == mark)
+            #expect(loaded?.entries.count == journal.entries.count)
+        }
     }
 
     @Test func journalFilesRoundTripRawNames() throws {
