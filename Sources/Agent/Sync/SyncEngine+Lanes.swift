@@ -9,24 +9,28 @@ import SystemPackage
     import Glibc
 #endif
 
-/// A first copy in lanes: several rsync processes at once, each over its own share of the source's top-level
-/// entries.
+/// A first copy in lanes: several rsync processes at once, each copying whole top-level entries of the source.
 ///
 /// One rsync copies a tree of many small files one file after another: it waits for each file's blocks to come off
 /// the disk, and its three processes (sender, generator, receiver) leave much of two cores idle while it waits. A
-/// first copy (nothing at the destination, nothing to compare or delete) runs one rsync per lane with the usual
-/// options plus `--files-from=- --from0 --recursive`: each lane is the same rsync over the top-level entries it reads
-/// on its standard input.
+/// first copy (nothing at the destination, nothing to compare or delete) is therefore split by top-level entry into
+/// *jobs*, and `copyLanes` lanes take the jobs heaviest first, each lane one rsync at a time:
 ///
-/// The lanes start before the source is walked, and the walk feeds them: the source is walked one top-level entry
-/// at a time (all cores within each), and as soon as an entry's size is known its name goes to the lightest lane.
-/// rsync builds its whole file list before it copies anything (`--no-inc-recursive`), so each lane walks its
-/// entries right behind muster's walk (on a warm cache) and then waits for the end of its list, which it only gets
-/// once the free-space precheck has passed; when the precheck refuses, the lanes are stopped with nothing copied.
-/// Entries holding a hard-linked file all go to the first lane, so `-H` still links every name. When the lanes are
-/// done, one more rsync with `--exclude=*` sets the destination root's own attributes (mode, owner, times, ACLs,
-/// xattrs), which the lanes' writes into it would otherwise leave at the time of the copy. Re-runs are not done in
-/// lanes: they go through the change journal, or one rsync over the whole tree.
+/// - a top-level directory is one job: rsync with the usual options from `SRC/name/` to `DEST/name/`, exactly as one
+///   rsync over the whole tree would copy that directory (its own attributes included);
+/// - the entries holding a hard-linked file, the top-level entries that are not directories and those whose names
+///   are not valid UTF-8 form one job: the usual options plus `--files-from=- --from0 --recursive` over `SRC/` with
+///   their names on standard input, so `-H` still links every name;
+/// - with excludes, every entry is such a `--files-from` job of its own, so patterns keep matching from the source's
+///   root (anchored ones included).
+///
+/// `--files-from` is not used for the plain directories because it costs: on the benchmark tree (108k files, cold,
+/// a fresh ext4) four lanes of `--files-from` took 1.1–1.2 × one bare `rsync -a`, four lanes of one rsync per
+/// directory 0.8–1.1 ×. The jobs start only after the source walk and the free-space precheck, so a refused
+/// precheck copies nothing; the walk runs on 8 threads (cold, it waits on the disk) and leaves the cache warm for
+/// rsync's own file lists. When the jobs are done, one more rsync with `--exclude=*` sets the destination root's own
+/// attributes (mode, owner, times, ACLs, xattrs), which the writes into it would otherwise leave at the time of the
+/// copy. Re-runs are not done in lanes: they go through the change journal, or one rsync over the whole tree.
 extension SyncEngine {
     /// One top-level entry of the source.
     struct TopEntry: Sendable {
@@ -34,12 +38,35 @@ extension SyncEngine {
         var stat: FileStat
     }
 
+    /// One rsync of a first copy in lanes.
+    struct LaneJob: Sendable, Equatable {
+        /// The top-level names it copies.
+        var names: [[UInt8]]
+        /// One directory copied as `SRC/name/` → `DEST/name/`; otherwise the names go through `--files-from=-`.
+        var alone: Bool
+        /// Bytes plus ``laneEntryWeight`` per entry: the order the lanes take the jobs in (heaviest first).
+        var weight: UInt64
+        /// Entries the job's rsync lists (its `to-chk` total), for progress before it starts.
+        var entries: Int
+    }
+
+    /// What the walk found out about one top-level entry the excludes keep.
+    struct WalkedTop: Sendable {
+        var name: [UInt8]
+        var isDirectory: Bool
+        /// It holds a regular file with more than one name.
+        var hardLinked: Bool
+        var weight: UInt64
+        /// The entry and everything below it.
+        var entries: Int
+    }
+
     /// The source's top-level entries when this run is a first copy to do in lanes: lanes on, the destination
     /// missing or empty, and at least two top-level entries the excludes keep; else `nil`.
     ///
     /// rsync run as another user (``Rsync/credentials``, a test seam) copies with one rsync: swift-subprocess starts
-    /// such a process with `fork` and `setuid` instead of `posix_spawn`, and a child forked while the walk's threads
-    /// hold a lock can hang before `exec` (seen: a forked child stuck on a futex, holding the lanes' pipes open).
+    /// such a process with `fork` and `setuid` instead of `posix_spawn`, and a child forked while other threads of
+    /// the agent hold a lock can hang before `exec` (seen while the lanes overlapped the walk).
     func laneEntries(_ spec: SyncSpec, excludes: ExcludeMatcher) -> [TopEntry]? {
         guard copyLanes > 1, rsync.credentials == nil, Self.isMissingOrEmpty(spec.destination) else { return nil }
         guard let directory = opendir(spec.source) else { return nil }
@@ -59,90 +86,78 @@ extension SyncEngine {
     /// copying.
     static let laneEntryWeight: UInt64 = 16 << 10
 
+    /// The jobs for `tops` (see the extension's documentation), heaviest first.
+    static func laneJobs(_ tops: [WalkedTop], hasExcludes: Bool) -> [LaneJob] {
+        var jobs: [LaneJob] = []
+        var shared = LaneJob(names: [], alone: false, weight: 0, entries: 0)
+        for top in tops {
+            let plain = top.isDirectory && !top.hardLinked && String(validating: top.name, as: UTF8.self) != nil
+            if plain || (hasExcludes && !top.hardLinked) {
+                jobs.append(LaneJob(names: [top.name], alone: !hasExcludes, weight: top.weight, entries: top.entries))
+            } else {
+                shared.names.append(top.name)
+                shared.weight += top.weight
+                shared.entries += top.entries
+            }
+        }
+        if !shared.names.isEmpty { jobs.append(shared) }
+        // Stable: equal weights keep the walk's order.
+        return jobs.enumerated().sorted { ($0.element.weight, $1.offset) > ($1.element.weight, $0.offset) }
+            .map(\.element)
+    }
+
     /// A first copy in lanes (see the extension's documentation).
     ///
     /// - Parameters:
     ///   - entries: ``laneEntries(_:excludes:)``.
     ///   - prepare: runs after the walk and before anything is copied: the precheck (its event, its refusal) and
-    ///     whatever the caller must do before the copy (creating the destination). When it throws, the lanes are
-    ///     stopped and nothing is copied.
-    /// - Returns: the report (progress summed over the lanes, exit code the first lane failure that is not 24,
-    ///   else 24 if a lane had vanished files, else 0; every lane's failed and vanished files; stats summed), the
+    ///     whatever the caller must do before the copy (creating the destination). When it throws, nothing is
+    ///     copied.
+    /// - Returns: the report (progress summed over the jobs, exit code the first job failure that is not 24,
+    ///   else 24 if a job had vanished files, else 0; every job's failed and vanished files; stats summed), the
     ///   source walk (as ``SourceSize/snapshot(root:excludes:workers:)`` would give it) and the precheck.
     func copyInLanes(
         _ spec: SyncSpec, entries: [TopEntry], excludes: ExcludeMatcher,
         prepare: (SourceWalk) async throws -> Precheck, onEvent: @escaping @Sendable (Event) -> Void
     ) async throws -> (report: Report, walk: SourceWalk, precheck: Precheck) {
-        var laneArguments = Rsync.arguments(for: spec, dryRun: false)
-        laneArguments.insert(contentsOf: ["--files-from=-", "--from0", "--recursive"], at: laneArguments.count - 2)
-        let arguments = laneArguments
-        let gate = try LaneGate(count: copyLanes)
-        let started = ContinuousClock.now
-        let combined = LaneProgress(lanes: copyLanes, started: started)
-        let throttle = ProgressThrottle(interval: progressInterval) { onEvent(.progress($0)) }
-        let laneInterval = progressInterval / 4
-        let rsync = self.rsync
-        let logger = self.logger
-        var laneTasks: [Task<Rsync.Outcome, any Error>] = []
-        for (lane, reader) in gate.readers.enumerated() {
-            laneTasks.append(
-                Task {
-                    try await rsync.run(
-                        arguments: arguments,
-                        standardInput: .fileDescriptor(
-                            FileDescriptor(rawValue: reader), closeAfterSpawningProcess: true),
-                        interval: laneInterval, logger: logger
-                    ) { progress in
-                        // Before the release a lane only repeats an empty record while it waits for its list.
-                        if combined.isReleased { throttle.record(combined.update(lane: lane, progress)) }
-                    }
-                })
-        }
-        let tasks = laneTasks
-        /// Stops every lane (SIGTERM; they are still waiting for the end of their lists, so nothing was copied),
-        /// waits for them, and only then closes the lists.
-        func stopLanes() async {
-            for task in tasks { task.cancel() }
-            for task in tasks { _ = try? await task.value }
-            gate.close()
-        }
-
-        let walk: SourceWalk
-        let check: Precheck
-        do {
-            walk = try await walkFeeding(spec, entries: entries, excludes: excludes, gate: gate)
-            // The lanes are tasks of their own: a cancelled run must not let them copy.
-            try Task.checkCancellation()
-            check = try await prepare(walk)
-            try Task.checkCancellation()
-        } catch {
-            await stopLanes()
-            throw error
-        }
+        let (walk, tops) = try await walkTops(spec, entries: entries, excludes: excludes)
+        try Task.checkCancellation()
+        let check = try await prepare(walk)
+        try Task.checkCancellation()
+        let jobs = Self.laneJobs(tops, hasExcludes: !spec.excludes.isEmpty)
+        let lanes = max(1, min(copyLanes, jobs.count))
         logger.info(
-            "first copy into an empty destination: \(copyLanes) rsync processes at once",
-            metadata: ["entries": "\(gate.assigned.map(\.count))"])
-        combined.release(totalBytes: walk.result.regularBytes)
-        await gate.release()
+            "first copy into an empty destination: \(jobs.count) rsync jobs, \(lanes) at once",
+            metadata: ["alone": "\(jobs.filter(\.alone).count)"])
+
+        let started = ContinuousClock.now
+        let combined = LaneProgress(
+            expectedEntries: jobs.map(\.entries), totalBytes: walk.result.regularBytes, started: started)
+        let throttle = ProgressThrottle(interval: progressInterval) { onEvent(.progress($0)) }
         let ticker = Task { await throttle.tick() }
         defer { ticker.cancel() }
-        var outcomes: [Rsync.Outcome] = []
-        do {
-            try await withTaskCancellationHandler {
-                for (lane, task) in tasks.enumerated() {
-                    let outcome = try await task.value
-                    if let last = outcome.lastProgress { throttle.record(combined.update(lane: lane, last)) }
-                    outcomes.append(outcome)
+        let queue = JobQueue(count: jobs.count)
+        let outcomes = try await withThrowingTaskGroup(of: [(Int, Rsync.Outcome)].self) { group in
+            for _ in 0..<lanes {
+                group.addTask { [self] in
+                    var done: [(Int, Rsync.Outcome)] = []
+                    while true {
+                        try Task.checkCancellation()
+                        guard let index = queue.next() else { return done }
+                        let outcome = try await runJob(jobs[index], spec: spec) { progress in
+                            throttle.record(combined.update(job: index, progress))
+                        }
+                        if let last = outcome.lastProgress { throttle.record(combined.update(job: index, last)) }
+                        done.append((index, outcome))
+                    }
                 }
-            } onCancel: {
-                for task in tasks { task.cancel() }
             }
-        } catch {
-            await stopLanes()
-            throw error
+            var all: [(Int, Rsync.Outcome)] = []
+            for try await part in group { all += part }
+            return all.sorted { $0.0 < $1.0 }.map(\.1)
         }
 
-        // The root's own attributes, after every lane's writes into it.
+        // The root's own attributes, after every job's writes into it.
         var rootArguments = Rsync.arguments(for: spec, dryRun: false)
         rootArguments.insert("--exclude=*", at: rootArguments.count - 2)
         let root = try await rsync.run(arguments: rootArguments, interval: .seconds(3600), logger: logger) { _ in }
@@ -165,7 +180,7 @@ extension SyncEngine {
         logger.info(
             "rsync finished",
             metadata: [
-                "code": "\(status.code)", "lanes": "\(outcomes.map(\.status.code))",
+                "code": "\(status.code)", "jobs": "\(outcomes.map(\.status.code))",
                 "transferred": "\(stats.transferredFiles ?? -1)",
             ])
         var report = Report(
@@ -174,19 +189,38 @@ extension SyncEngine {
             vanishedFiles: status.vanishedFiles, destinationFull: status.destinationFull, stats: stats,
             lastProgress: final, progressRecords: outcomes.reduce(0) { $0 + $1.progressRecords },
             progressCallbacks: throttle.callbacks, verification: nil, elapsedSeconds: 0)
-        report.lanes = gate.assigned.filter { !$0.isEmpty }.count
+        report.lanes = lanes
         return (report, walk, check)
     }
 
-    /// The source's snapshot walk, one top-level entry at a time; each entry the excludes keep goes to a lane once
-    /// its weight (bytes plus ``laneEntryWeight`` per entry) is known. The figures are those of one walk of the
-    /// whole tree, except that a file hard-linked from two top-level entries counts once per entry (the precheck
-    /// errs on the safe side).
-    private func walkFeeding(
-        _ spec: SyncSpec, entries: [TopEntry], excludes: ExcludeMatcher, gate: LaneGate
-    ) async throws -> SourceWalk {
+    /// One job's rsync (see ``LaneJob``).
+    private func runJob(
+        _ job: LaneJob, spec: SyncSpec, onProgress: @escaping @Sendable (RsyncProgress) -> Void
+    ) async throws -> Rsync.Outcome {
+        var arguments = Rsync.arguments(for: spec, dryRun: false)
+        if job.alone, let name = String(validating: job.names[0], as: UTF8.self) {
+            arguments.removeLast(2)
+            arguments.append(SyncSpec.normalized(spec.source) + "/" + name + "/")
+            arguments.append(SyncSpec.normalized(spec.destination) + "/" + name + "/")
+            return try await rsync.run(
+                arguments: arguments, interval: progressInterval / 4, logger: logger, onProgress: onProgress)
+        }
+        arguments.insert(contentsOf: ["--files-from=-", "--from0", "--recursive"], at: arguments.count - 2)
+        return try await rsync.run(
+            arguments: arguments, input: Self.fileList(job.names), interval: progressInterval / 4, logger: logger,
+            onProgress: onProgress)
+    }
+
+    /// The source's snapshot walk, one top-level entry at a time, with each kept entry's weight (bytes plus
+    /// ``laneEntryWeight`` per entry), entry count and hard links. The figures are those of one walk of the whole
+    /// tree, except that a file hard-linked from two top-level entries counts once per entry (the precheck errs on
+    /// the safe side).
+    private func walkTops(
+        _ spec: SyncSpec, entries: [TopEntry], excludes: ExcludeMatcher
+    ) async throws -> (walk: SourceWalk, tops: [WalkedTop]) {
         var result = SourceSize.Result()
         var snapshot: [SourceSize.SnapshotEntry] = []
+        var tops: [WalkedTop] = []
         for top in entries {
             try Task.checkCancellation()
             let isDirectory = top.stat.isDirectory
@@ -195,6 +229,7 @@ extension SyncEngine {
             let isRegular = top.stat.mode & UInt32(S_IFMT) == UInt32(S_IFREG)
             var weight = top.stat.size + Self.laneEntryWeight
             var hardLinked = isRegular && top.stat.isHardLinked
+            var count = 1
             if isDirectory {
                 let below: SourceWalk
                 do {
@@ -208,6 +243,7 @@ extension SyncEngine {
                 result.entries += below.result.entries
                 result.regularBytes += below.result.regularBytes
                 result.unreadable += below.result.unreadable
+                count += below.result.entries
                 for entry in below.entries {
                     weight += entry.stat.size + Self.laneEntryWeight
                     if entry.stat.isHardLinked, entry.stat.mode & UInt32(S_IFMT) == UInt32(S_IFREG) {
@@ -226,12 +262,14 @@ extension SyncEngine {
             } else if top.stat.mode & UInt32(S_IFMT) == UInt32(S_IFLNK) {
                 result.regularBytes += top.stat.size  // rsync counts link targets too
             }
-            gate.assign(top.name, weight: weight, firstLane: hardLinked)
+            tops.append(
+                WalkedTop(
+                    name: top.name, isDirectory: isDirectory, hardLinked: hardLinked, weight: weight, entries: count))
         }
         if let root = FileStat.lstat(root: spec.source, relative: []) {
             snapshot.append(SourceSize.SnapshotEntry(path: [], stat: root))
         }
-        return (result, snapshot)
+        return ((result, snapshot), tops)
     }
 
     /// `paths` NUL-separated (`.` for the root) for `--files-from=- --from0`.
@@ -257,106 +295,6 @@ extension SyncEngine {
     }
 }
 
-/// The lanes' `--files-from` lists: one pipe per lane, whose read end is the lane's rsync's standard input. Names
-/// are written as they are assigned (without blocking: what does not fit waits in memory), and the lists end (the
-/// write ends close) only at ``release()``.
-final class LaneGate: Sendable {
-    private struct State {
-        var pending: [[UInt8]]
-        var weights: [UInt64]
-        var names: [[[UInt8]]]
-        var closed = false
-    }
-
-    /// The read ends, one per lane, for the lanes' rsyncs (close-on-exec; the spawn makes one a child's stdin).
-    let readers: [Int32]
-    private let writers: [Int32]
-    private let state: Mutex<State>
-
-    /// - Throws: ``MusterError`` (`io`) when the pipes cannot be made.
-    init(count: Int) throws {
-        var readers: [Int32] = []
-        var writers: [Int32] = []
-        for _ in 0..<count {
-            var fds: [Int32] = [-1, -1]
-            guard muster_pipe_cloexec(&fds) == 0 else {
-                let error = String(cString: strerror(errno))
-                for fd in readers + writers { Glibc.close(fd) }
-                throw MusterError(.io, "cannot create a pipe for an rsync lane: \(error)")
-            }
-            _ = fcntl(fds[1], F_SETFL, fcntl(fds[1], F_GETFL) | O_NONBLOCK)
-            readers.append(fds[0])
-            writers.append(fds[1])
-        }
-        self.readers = readers
-        self.writers = writers
-        state = Mutex(
-            State(
-                pending: Array(repeating: [], count: count), weights: Array(repeating: 0, count: count),
-                names: Array(repeating: [], count: count)))
-        // A lane that died leaves a pipe without a reader: a write must fail with EPIPE, not kill the agent.
-        signal(SIGPIPE, SIG_IGN)
-    }
-
-    /// The names each lane got so far.
-    var assigned: [[[UInt8]]] { state.withLock { $0.names } }
-
-    /// Gives `name` to the lightest lane (or the first, for `firstLane`) and writes as much of the list as the pipe
-    /// takes now.
-    func assign(_ name: [UInt8], weight: UInt64, firstLane: Bool) {
-        state.withLock { state in
-            guard !state.closed else { return }
-            let lane = firstLane ? 0 : state.weights.indices.min { state.weights[$0] < state.weights[$1] } ?? 0
-            state.weights[lane] += weight
-            state.names[lane].append(name)
-            state.pending[lane] += name + [0]
-            Self.flush(writers[lane], &state.pending[lane], blocking: false)
-        }
-    }
-
-    /// Writes the rest of every list and closes them: the lanes' rsyncs read the end of their lists and copy.
-    func release() async {
-        await onOwnThread { [self] in
-            state.withLock { state in
-                guard !state.closed else { return }
-                for lane in writers.indices {
-                    _ = fcntl(writers[lane], F_SETFL, fcntl(writers[lane], F_GETFL) & ~O_NONBLOCK)
-                    Self.flush(writers[lane], &state.pending[lane], blocking: true)
-                    Glibc.close(writers[lane])
-                }
-                state.closed = true
-            }
-        }
-    }
-
-    /// Closes the lists as they are (after the lanes were stopped).
-    func close() {
-        state.withLock { state in
-            guard !state.closed else { return }
-            for writer in writers { Glibc.close(writer) }
-            state.closed = true
-        }
-    }
-
-    /// Writes from the front of `pending` until it is empty, the pipe is full (non-blocking) or the reader is gone
-    /// (then the rest is dropped: that lane's rsync has exited and says why).
-    private static func flush(_ fd: Int32, _ pending: inout [UInt8], blocking: Bool) {
-        while !pending.isEmpty {
-            let written = pending.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
-            if written > 0 {
-                pending.removeFirst(written)
-            } else if written < 0, errno == EINTR {
-                continue
-            } else if written < 0, errno == EAGAIN, !blocking {
-                return
-            } else {
-                pending.removeAll()
-                return
-            }
-        }
-    }
-}
-
 extension SyncEngine {
     /// Sets `path`'s modification time (not following a symlink), leaving its access time; a failure is logged and
     /// returns false.
@@ -374,60 +312,75 @@ extension SyncEngine {
     }
 }
 
-/// The lanes' latest progress records, summed into one.
+/// The lanes' shared queue of jobs: each takes the next one when it is free.
+final class JobQueue: Sendable {
+    private let taken = Mutex(0)
+    private let count: Int
+
+    init(count: Int) { self.count = count }
+
+    /// The next job's index, `nil` when all are taken.
+    func next() -> Int? {
+        taken.withLock { taken in
+            guard taken < count else { return nil }
+            defer { taken += 1 }
+            return taken
+        }
+    }
+}
+
+/// The jobs' latest progress records, summed into one.
 final class LaneProgress: Sendable {
     private let latest: Mutex<[RsyncProgress?]>
-    /// The source's total bytes, known at the release; `nil` before it.
-    private let total = Mutex<UInt64?>(nil)
+    /// Per job, the entries its rsync will list: a job not started yet counts them as still to check.
+    private let expectedEntries: [Int]
+    private let totalBytes: UInt64
     private let started: ContinuousClock.Instant
 
-    init(lanes: Int, started: ContinuousClock.Instant) {
-        latest = Mutex(Array(repeating: nil, count: lanes))
+    init(expectedEntries: [Int], totalBytes: UInt64, started: ContinuousClock.Instant) {
+        latest = Mutex(Array(repeating: nil, count: expectedEntries.count))
+        self.expectedEntries = expectedEntries
+        self.totalBytes = totalBytes
         self.started = started
     }
 
-    /// The lanes got the end of their lists: from now on their records count.
-    func release(totalBytes: UInt64) { total.withLock { $0 = totalBytes } }
-
-    var isReleased: Bool { total.withLock { $0 != nil } }
-
-    /// Records `progress` as lane `lane`'s newest and returns the sum.
-    func update(lane: Int, _ progress: RsyncProgress) -> RsyncProgress {
+    /// Records `progress` as job `job`'s newest and returns the sum.
+    func update(job: Int, _ progress: RsyncProgress) -> RsyncProgress {
         let records = latest.withLock { latest in
-            // A lane's ticker repeats an all-zero record while it builds its file list; never step back.
-            if let known = latest[lane], known.bytes > progress.bytes || known.isComplete { return latest }
-            latest[lane] = progress
+            // A job's ticker repeats an all-zero record while it builds its file list; never step back.
+            if let known = latest[job], known.bytes > progress.bytes || known.isComplete { return latest }
+            latest[job] = progress
             return latest
         }
         return sum(records, complete: false, seconds: nil)
     }
 
-    /// The sum once every lane is done: 100 %, the elapsed time in place of the estimate (as rsync's final record).
+    /// The sum once every job is done: 100 %, the elapsed time in place of the estimate (as rsync's final record).
     func final(seconds: Int) -> RsyncProgress {
         sum(latest.withLock { $0 }, complete: true, seconds: seconds)
     }
 
     private func sum(_ records: [RsyncProgress?], complete: Bool, seconds: Int?) -> RsyncProgress {
-        let totalBytes = total.withLock { $0 } ?? 0
         var bytes: UInt64 = 0
         var rate = 0.0
         var transferred: Int?
-        var remaining: Int?
-        var total: Int?
+        var remaining = 0
+        var total = 0
         var allListed = true
-        for record in records {
+        for (job, record) in records.enumerated() {
             guard let record else {
-                allListed = false
+                remaining += expectedEntries[job]
+                total += expectedEntries[job]
                 continue
             }
             bytes += record.bytes
             if !record.isComplete { rate += record.bytesPerSecond }
             if let files = record.transferredFiles { transferred = (transferred ?? 0) + files }
             if let left = record.remainingToCheck, let all = record.totalToCheck {
-                remaining = (remaining ?? 0) + left
-                total = (total ?? 0) + all
+                remaining += left
+                total += all
             } else {
-                allListed = false
+                allListed = false  // still building its file list
             }
         }
         let percent =
@@ -438,8 +391,8 @@ final class LaneProgress: Sendable {
         return RsyncProgress(
             bytes: bytes, percent: percent, bytesPerSecond: complete ? Self.average(bytes, started) : rate,
             seconds: estimate, transferredFiles: transferred,
-            remainingToCheck: complete ? 0 : allListed ? remaining.map { $0 + 1 } : nil,
-            totalToCheck: complete || allListed ? total.map { $0 + 1 } : nil)
+            remainingToCheck: complete ? 0 : allListed ? remaining + 1 : nil,
+            totalToCheck: complete || allListed ? total + 1 : nil)
     }
 
     private static func average(_ bytes: UInt64, _ started: ContinuousClock.Instant) -> Double {

@@ -148,18 +148,17 @@ import Testing
         let source = temp.path + "/src"
         let destination = temp.path + "/dst"
         for top in ["a", "b", "c", "d"] { try SyncFixture.write(source, "\(top)/f", SyncFixture.text(100, seed: 1)) }
-        // Seam: the lane whose list (on stdin) holds `c` fails as rsync does on an I/O error, and says which file it was.
+        // Seam: the job copying `c` fails as rsync does on an I/O error, and says which file it was.
         let wrapper = temp.path + "/rsync-failing-on-c"
         try SyncFixture.script(
             wrapper,
             """
-            list=$(mktemp)
-            cat > "$list"
-            if tr '\\0' '\\n' < "$list" | grep -qx c; then
-              echo 'rsync: [sender] read errors mapping "\(source)/c/f": Input/output error (5)' >&2
-              exit 23
-            fi
-            exec rsync "$@" < "$list"
+            case " $* " in
+              *" \(source)/c/ "*)
+                echo 'rsync: [sender] read errors mapping "\(source)/c/f": Input/output error (5)' >&2
+                exit 23 ;;
+            esac
+            exec rsync "$@"
             """)
         var engine = SyncFixture.engine(executable: wrapper)
         engine.copyLanes = 4
@@ -171,7 +170,7 @@ import Testing
         for top in ["a", "b", "d"] { #expect(FileManager.default.fileExists(atPath: "\(destination)/\(top)/f")) }
     }
 
-    @Test func aRefusedPrecheckStopsTheWaitingLanesWithNothingCopied() async throws {
+    @Test func aRefusedPrecheckStartsNoLaneAndCopiesNothing() async throws {
         let temp = try TemporaryDirectory("sync-lanes-refused")
         defer { temp.remove() }
         let source = temp.path + "/src"
@@ -179,7 +178,7 @@ import Testing
         for top in ["a", "b", "c"] { try SyncFixture.write(source, "\(top)/f", SyncFixture.text(1000, seed: 1)) }
         let log = temp.path + "/starts"
         let wrapper = temp.path + "/rsync-logged"
-        try SyncFixture.script(wrapper, "echo started >> '\(log)'\nexec rsync \"$@\"")
+        try SyncFixture.script(wrapper, "echo \"$*\" >> '\(log)'\nexec rsync \"$@\"")
         var engine = SyncFixture.engine(executable: wrapper)
         engine.copyLanes = 3
         engine.spaceMargin = 1e12  // no filesystem has room for that
@@ -188,42 +187,36 @@ import Testing
         }
         #expect(refused?.code == .invalidInput)
         #expect(refused?.message.contains("not enough space") == true, "\(String(describing: refused))")
-        // The lanes were started (they walk behind the precheck's walk) and stopped before their lists ended; a lane
-        // whose task had not spawned its rsync yet never does.
+        // The jobs start only after the precheck: no rsync but `--version` (the journal's fingerprint) ran.
         let starts = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
-        #expect(starts.split(separator: "\n").count <= 3, "\(starts)")
-        #expect(!FileManager.default.fileExists(atPath: temp.path + "/dst"))
-        // A lane's rsync that got SIGTERM while starting takes its forked receiver down a moment later.
-        var left = try runCommand("/usr/bin/pgrep", ["-f", "--", source])
-        for _ in 0..<100 where !left.stdout.isEmpty {
-            try await Task.sleep(for: .milliseconds(100))
-            left = try runCommand("/usr/bin/pgrep", ["-f", "--", source])
-        }
-        #expect(left.stdout.isEmpty, "rsync processes left: \(left.stdout)")
+        #expect(starts.split(separator: "\n").allSatisfy { $0 == "--version" }, "\(starts)")
         #expect(!FileManager.default.fileExists(atPath: temp.path + "/dst"))
     }
 
-    @Test func theGateSendsNamesToTheLightestLaneHardLinksToTheFirstAndEndsTheListsAtRelease() async throws {
-        let gate = try LaneGate(count: 3)
-        gate.assign(Array("big".utf8), weight: 100, firstLane: false)
-        gate.assign(Array("linked".utf8), weight: 1, firstLane: true)
-        gate.assign(Array("mid".utf8), weight: 50, firstLane: false)
-        gate.assign(Array("small".utf8), weight: 10, firstLane: false)
-        gate.assign(Array("more".utf8), weight: 10, firstLane: false)
-        let assigned = gate.assigned.map { $0.map { String(decoding: $0, as: UTF8.self) } }
-        #expect(assigned == [["big", "linked"], ["mid"], ["small", "more"]])
-        await gate.release()
-        for (lane, reader) in gate.readers.enumerated() {
-            var bytes: [UInt8] = []
-            var buffer = [UInt8](repeating: 0, count: 4096)
-            while true {
-                let count = buffer.withUnsafeMutableBytes { read(reader, $0.baseAddress, $0.count) }
-                if count <= 0 { break }  // the end of the list
-                bytes += buffer.prefix(count)
-            }
-            close(reader)
-            #expect(bytes == SyncEngine.fileList(gate.assigned[lane]))
+    @Test func jobsAreDirectoriesAloneHeaviestFirstWithHardLinksAndOddNamesTogether() {
+        func top(_ name: [UInt8], directory: Bool = true, linked: Bool = false, weight: UInt64) -> SyncEngine.WalkedTop
+        {
+            SyncEngine.WalkedTop(name: name, isDirectory: directory, hardLinked: linked, weight: weight, entries: 2)
         }
+        let tops = [
+            top(Array("small".utf8), weight: 10), top(Array("big".utf8), weight: 100),
+            top(Array("linked".utf8), linked: true, weight: 5), top(Array("README".utf8), directory: false, weight: 1),
+            top([0x6f, 0xff], weight: 20), top(Array("mid".utf8), weight: 50),
+            top(Array("linked-file".utf8), directory: false, linked: true, weight: 3),
+        ]
+        let jobs = SyncEngine.laneJobs(tops, hasExcludes: false)
+        #expect(
+            jobs.map { $0.names.map { String(decoding: $0, as: UTF8.self) } } == [
+                ["big"], ["mid"], ["linked", "README", "o\u{fffd}", "linked-file"], ["small"],
+            ])
+        #expect(jobs.map(\.alone) == [true, true, false, true])
+        #expect(jobs.map(\.weight) == [100, 50, 29, 10])
+        #expect(jobs.map(\.entries) == [2, 2, 8, 2])
+        // With excludes every entry goes through --files-from on its own (hard-linked ones still together).
+        let excluded = SyncEngine.laneJobs(tops, hasExcludes: true)
+        #expect(excluded.allSatisfy { !$0.alone })
+        #expect(excluded.map(\.names.count) == [1, 1, 1, 1, 2, 1])
+        #expect(excluded.first { $0.names.count == 2 }?.names == [Array("linked".utf8), Array("linked-file".utf8)])
     }
 
     @Test func theCommandRefusesABadLaneCount() throws {
