@@ -58,10 +58,11 @@ def run_muster(agent, source, dest, state_dir):
     start = time.monotonic()
     proc = subprocess.Popen([agent, "sync", source, dest, "--json", "--state-dir", state_dir],
                             stdout=subprocess.PIPE, text=True, bufsize=1)
-    stamps, summary = [], None
+    stamps, events, summary = [], [], None
     for line in proc.stdout:
         now = time.monotonic()
         event = json.loads(line)
+        events.append((now, event["event"]))
         if event["event"] == "progress":
             stamps.append(now)
         elif event["event"] == "summary":
@@ -71,10 +72,8 @@ def run_muster(agent, source, dest, state_dir):
     elapsed = time.monotonic() - start
     if code != 0 or summary is None or summary["severity"] == "failure":
         sys.exit(f"muster-agent sync failed with exit {code}: {summary and summary['message']}")
-    gaps = [b - a for a, b in zip([start] + stamps, stamps)]
     return elapsed, {
-        "updates": len(stamps) - 1,
-        "max_gap": max(gaps) if gaps else float("nan"),
+        **gap_figures(start, stamps, events),
         "rate": (len(stamps) - 1) / elapsed if elapsed > 0 else float("nan"),
         "transferred": summary["stats"].get("transferredFiles"),
         "mode": summary.get("mode", "?"),
@@ -83,15 +82,28 @@ def run_muster(agent, source, dest, state_dir):
     }
 
 
+def gap_figures(start, stamps, events):
+    """Update count and the longest gap between updates (from the process start), with where it fell: the seconds
+    since the start at which it ended and the last event of any kind before it ended."""
+    gaps = [(b - a, b) for a, b in zip([start] + stamps, stamps)]
+    if not gaps:
+        return {"updates": 0, "max_gap": float("nan"), "gap_at": None, "gap_after": None}
+    gap, end = max(gaps)
+    before = [name for when, name in events if when < end]
+    return {"updates": len(stamps) - 1, "max_gap": gap, "gap_at": end - start,
+            "gap_after": before[-1] if before else "process start"}
+
+
 def run_task(task, source, dest):
     muster, state_dir, node = task
     start = time.monotonic()
     proc = subprocess.Popen([muster, "sync", source, dest, "--node", node, "--json", "--state-dir", state_dir],
                             stdout=subprocess.PIPE, text=True, bufsize=1)
-    stamps, result = [], None
+    stamps, events, result = [], [], None
     for line in proc.stdout:
         now = time.monotonic()
         event = json.loads(line)
+        events.append((now, event["event"]))
         if event["event"] == "progress":
             stamps.append(now)
         elif event["event"] == "result":
@@ -101,10 +113,8 @@ def run_task(task, source, dest):
     elapsed = time.monotonic() - start
     if code != 0 or result is None or result["state"] != "succeeded":
         sys.exit(f"muster sync failed with exit {code}: {result and result.get('error')}")
-    gaps = [b - a for a, b in zip([start] + stamps, stamps)]
     return elapsed, {
-        "updates": len(stamps) - 1,
-        "max_gap": max(gaps) if gaps else float("nan"),
+        **gap_figures(start, stamps, events),
         "rate": (len(stamps) - 1) / elapsed if elapsed > 0 else float("nan"),
         "transferred": result["result"]["stats"].get("transferredFiles"),
         "mode": result["result"].get("mode", "?"),
@@ -157,7 +167,9 @@ def main():
             if progress:
                 print(f"    {tool}: {elapsed:.2f} s, mode {progress['mode']}, {progress['lanes']} rsync lane(s), "
                       f"{progress['changed']} changed paths, "
-                      f"{progress['transferred']} files transferred", file=sys.stderr, flush=True)
+                      f"{progress['transferred']} files transferred; longest progress gap "
+                      f"{progress['max_gap']:.2f} s, ending {progress['gap_at']:.2f} s after the start, "
+                      f"after {progress['gap_after']}", file=sys.stderr, flush=True)
             if progress:
                 progresses.setdefault(tool, []).append(progress)
 

@@ -60,9 +60,9 @@ struct Rsync: Sendable {
 
     /// Runs rsync with `arguments` until it exits; `input` is its standard input (e.g. for `--files-from=-`).
     ///
-    /// `onProgress` is called at most once per `interval` while records arrive, at least once per `interval`
-    /// while rsync is quiet (the latest record again, or an all-zero record while it is still building the file
-    /// list), and always with the final record. It is called from the reading tasks: keep it quick.
+    /// `onProgress` is called for a new record at most once per `interval`, and after 0.8 of an `interval` without
+    /// a call with the latest record again (or an all-zero record while rsync is still building the file list),
+    /// so there is at least one call per `interval` even when the ticker wakes late; always with the final record. It is called from the reading tasks: keep it quick.
     /// - Throws: ``MusterError`` when rsync cannot be started; cancellation.
     func run(
         arguments: [String], input: [UInt8] = [], interval: Duration, logger: Logger,
@@ -258,6 +258,10 @@ final class ProgressThrottle: Sendable {
         self.state = Mutex(State(lastDelivery: ContinuousClock().now - interval))
     }
 
+    /// The longest the ticker lets pass without a delivery: 0.8 of the interval, so that a wake-up delayed by a
+    /// busy machine (2 cores shared with rsync and the writeback) still delivers within the promised interval.
+    private var silence: Duration { interval * 0.8 }
+
     var latest: RsyncProgress? { state.withLock { $0.latest } }
     var callbacks: Int { state.withLock { $0.callbacks } }
 
@@ -278,14 +282,14 @@ final class ProgressThrottle: Sendable {
         if deliver { onProgress(progress) }
     }
 
-    /// Runs until cancelled: whenever an interval passes without a delivery, delivers the latest record again.
+    /// Runs until cancelled: whenever ``silence`` passes without a delivery, delivers the latest record again.
     func tick() async {
         while !Task.isCancelled {
-            let due = state.withLock { $0.lastDelivery } + interval
+            let due = state.withLock { $0.lastDelivery } + silence
             do { try await Task.sleep(until: due, clock: clock) } catch { return }
             let now = clock.now
             let progress = state.withLock { state -> RsyncProgress? in
-                guard now - state.lastDelivery >= interval else { return nil }
+                guard now - state.lastDelivery >= silence else { return nil }
                 state.lastDelivery = now
                 state.deliveredLatest = true
                 state.callbacks += 1

@@ -42,12 +42,16 @@ extension SyncEngine {
     struct LaneJob: Sendable, Equatable {
         /// The top-level names it copies.
         var names: [[UInt8]]
-        /// One directory copied as `SRC/name/` → `DEST/name/`; otherwise the names go through `--files-from=-`.
-        var alone: Bool
+        /// The one directory it copies as `SRC/name/` → `DEST/name/` (a valid UTF-8 name); `nil`: the names go
+        /// through `--files-from=-`.
+        var directory: String?
         /// Bytes plus ``laneEntryWeight`` per entry: the order the lanes take the jobs in (heaviest first).
         var weight: UInt64
         /// Entries the job's rsync lists (its `to-chk` total), for progress before it starts.
         var entries: Int
+
+        /// One directory copied alone.
+        var alone: Bool { directory != nil }
     }
 
     /// What the walk found out about one top-level entry the excludes keep.
@@ -89,11 +93,13 @@ extension SyncEngine {
     /// The jobs for `tops` (see the extension's documentation), heaviest first.
     static func laneJobs(_ tops: [WalkedTop], hasExcludes: Bool) -> [LaneJob] {
         var jobs: [LaneJob] = []
-        var shared = LaneJob(names: [], alone: false, weight: 0, entries: 0)
+        var shared = LaneJob(names: [], directory: nil, weight: 0, entries: 0)
         for top in tops {
-            let plain = top.isDirectory && !top.hardLinked && String(validating: top.name, as: UTF8.self) != nil
-            if plain || (hasExcludes && !top.hardLinked) {
-                jobs.append(LaneJob(names: [top.name], alone: !hasExcludes, weight: top.weight, entries: top.entries))
+            let plain = top.isDirectory && !top.hardLinked ? String(validating: top.name, as: UTF8.self) : nil
+            if let plain, !hasExcludes {
+                jobs.append(LaneJob(names: [top.name], directory: plain, weight: top.weight, entries: top.entries))
+            } else if hasExcludes, !top.hardLinked {
+                jobs.append(LaneJob(names: [top.name], directory: nil, weight: top.weight, entries: top.entries))
             } else {
                 shared.names.append(top.name)
                 shared.weight += top.weight
@@ -198,7 +204,7 @@ extension SyncEngine {
         _ job: LaneJob, spec: SyncSpec, onProgress: @escaping @Sendable (RsyncProgress) -> Void
     ) async throws -> Rsync.Outcome {
         var arguments = Rsync.arguments(for: spec, dryRun: false)
-        if job.alone, let name = String(validating: job.names[0], as: UTF8.self) {
+        if let name = job.directory {
             arguments.removeLast(2)
             arguments.append(SyncSpec.normalized(spec.source) + "/" + name + "/")
             arguments.append(SyncSpec.normalized(spec.destination) + "/" + name + "/")
