@@ -226,18 +226,20 @@ def main():
     task = "task" in tools
     print(f"{'case':<18} {'rsync -a':>9} {'rsync argv':>10} {'muster':>8} {'m/rsync-a':>10} {'m/argv':>7} "
           f"{'progress/s':>10} {'max gap':>8}"
-          + (f" {'task':>8} {'t/argv':>7} {'t prog/s':>9} {'t gap':>7}" if task else ""))
+          + (f" {'task':>8} {'t/rsync-a':>10} {'t/argv':>7} {'t prog/s':>9} {'t gap':>7}" if task else ""))
     for case, med, progress in results:
         line = (f"{case:<18} {med['bare']:>8.2f}s {med['same']:>9.2f}s {med['muster']:>7.2f}s "
                 f"{med['muster'] / med['bare']:>10.3f} {med['muster'] / med['same']:>7.3f} "
                 f"{progress['muster']['rate']:>10.2f} {progress['muster']['max_gap']:>7.2f}s")
         if task:
-            line += (f" {med['task']:>7.2f}s {med['task'] / med['same']:>7.3f} {progress['task']['rate']:>9.2f}"
+            line += (f" {med['task']:>7.2f}s {med['task'] / med['bare']:>10.3f} {med['task'] / med['same']:>7.3f}"
+                     f" {progress['task']['rate']:>9.2f}"
                      f" {progress['task']['max_gap']:>6.2f}s")
         print(line)
     print("(medians; m/rsync-a = muster / bare rsync -a, m/argv = muster / rsync with muster's argv; target ≤ 1.05."
           " progress/s and max gap: the slowest-updating run of the case, gaps measured from process start;"
-          " task = `muster sync` through the coordinator, t/argv = task / rsync with muster's argv)")
+          " task = `muster sync` through the coordinator, t/rsync-a and t/argv = task / bare rsync -a and / rsync with"
+          " muster's argv)")
 
 
 if __name__ == "__main__":

@@ -72,9 +72,12 @@ extension SyncEngine {
             destinationExists
             ? try? SourceSize.snapshot(root: spec.destination, excludes: ExcludeMatcher([]), workers: workers) : nil
         async let sourceSnapshot = SourceSize.snapshot(root: spec.source, excludes: excludes, workers: workers)
-        // The journal loads while the trees are walked.
-        let loaded: Result<SyncJournal, SyncJournal.LoadError> = await onOwnThread {
-            do { return .success(try SyncJournal.load(path: path)) } catch let error as SyncJournal.LoadError {
+        // The journal loads, and its paths are indexed, while the trees are walked.
+        let loaded: Result<(SyncJournal, [PathKey: Int]), SyncJournal.LoadError> = await onOwnThread {
+            do {
+                let journal = try SyncJournal.load(path: path)
+                return .success((journal, journal.pathIndex()))
+            } catch let error as SyncJournal.LoadError {
                 return .failure(error)
             } catch {
                 return .failure(SyncJournal.LoadError(description: "\(error)"))
@@ -114,17 +117,16 @@ extension SyncEngine {
                     "the sync journal is unusable (\(error)); running a full rsync and writing a fresh one",
                     metadata: ["journal": "\(path)"])
             }
-        case .success(let journal) where journal.fingerprint != fingerprint:
+        case .success((let journal, _)) where journal.fingerprint != fingerprint:
             journalReport.reason = "the journal belongs to another sync"
             logger.warning(
                 "the sync journal belongs to another sync; running a full rsync", metadata: ["journal": "\(path)"])
-        case .success(let journal):
+        case .success((let journal, let index)):
             if let destinationSnapshot, sourceWalk.result.unreadable == 0, destinationSnapshot.result.unreadable == 0 {
                 let compared = journal.plan(
                     source: sourceWalk.entries, destination: destinationSnapshot.entries,
                     destinationRoot: SyncJournal.RootIdentity.of(spec.destination), delete: spec.delete,
-                    hasExcludes: !spec.excludes.isEmpty,
-                    racyWindow: racyWindow)
+                    hasExcludes: !spec.excludes.isEmpty, racyWindow: racyWindow, index: index)
                 journalReport.used = true
                 journalReport.comparedPaths = compared.comparedPaths
                 journalReport.changedPaths = compared.changedPaths.count
@@ -214,10 +216,12 @@ extension SyncEngine {
         let marked = plan == nil && spec.excludes.isEmpty
         let local = racyWindow > 0 && racyWindow <= 100_000_000
         // rsync's last writes (directory times, set at its very end) are milliseconds old. A mark must fall in a
-        // later clock tick (at most 10 ms on a local filesystem); a walk must come once they are older than the
-        // short racy window, so the next run can trust them. A long window (2 s, filesystems not known to be
-        // local) is not waited for; those paths are simply re-checked next time.
-        if local {
+        // later clock tick (at most 10 ms on a local filesystem); a walk or a re-read must come once they are older
+        // than the short racy window, so the next run can trust them (a partial run's journal waits for that
+        // itself, after its own preparation). A long window (2 s, filesystems not known to be local) is not waited
+        // for; those paths are simply re-checked next time.
+        let settled = SyncJournal.now() + racyWindow + 1_000_000
+        if local, plan == nil {
             try? await Task.sleep(for: .nanoseconds(marked ? 11_000_000 : racyWindow + 1_000_000))
         }
         verify(spec, into: &report, onEvent: onEvent)
@@ -233,10 +237,12 @@ extension SyncEngine {
                 interval: progressInterval / 2, event: last, onEvent: onEvent, immediately: false)
             let journal: SyncJournal?
             if let plan {
-                journal = await runBlocking {
+                // A thread of its own: it may sleep until `settled`.
+                journal = await onOwnThread {
                     SyncJournal.afterPartialRun(
                         plan: plan, fingerprint: fingerprint, destination: spec.destination, destinationRoot: root,
-                        sourceReadTime: sourceReadTime)
+                        sourceReadTime: sourceReadTime, walkTime: sourceReadTime, racyWindow: racyWindow,
+                        rereadAfter: local ? settled : nil)
                 }
             } else if marked {
                 if sourceWalk.result.unreadable == 0,
@@ -269,6 +275,7 @@ extension SyncEngine {
                     logger.warning("cannot read the whole trees after the copy; no sync journal written")
                 }
             }
+            let built = clock.now
             if let journal {
                 do {
                     try await runBlocking { try journal.write(to: path) }
@@ -282,6 +289,7 @@ extension SyncEngine {
                 "sync journal: verified and written",
                 metadata: [
                     "elapsed": "\(String(format: "%.3f s", Self.seconds(clock.now - phase)))",
+                    "built": "\(String(format: "%.3f s", Self.seconds(built - phase)))",
                     "written": "\(journalReport.written)",
                 ])
         }

@@ -38,14 +38,15 @@ extension SyncJournal {
     /// now or then), with `delete` when a source path was deleted or the destination holds an entry the journal
     /// does not know (or a destination-only entry changed), or when more than `maxChangedFraction` of the paths
     /// (and more than `minimumFullRunPaths`) changed.
+    ///
+    /// `index` is ``pathIndex()``, when it was built ahead (while the trees are walked); `nil` builds it here.
     func plan(
         source: [SourceSize.SnapshotEntry], destination: [SourceSize.SnapshotEntry],
         destinationRoot currentRoot: RootIdentity?, delete: Bool, hasExcludes: Bool,
-        maxChangedFraction: Double = 0.2, minimumFullRunPaths: Int = 100, racyWindow: Int64 = SyncJournal.racyWindow
+        maxChangedFraction: Double = 0.2, minimumFullRunPaths: Int = 100, racyWindow: Int64 = SyncJournal.racyWindow,
+        index: [PathKey: Int]? = nil
     ) -> Plan {
-        var index: [PathKey: Int] = [:]
-        index.reserveCapacity(entries.count)
-        for position in entries.indices { index[PathKey(entries[position].path)] = position }
+        let index = index ?? pathIndex()
         var current = entries.map { Entry(path: $0.path, source: nil, destination: nil) }
         var changed = [Bool](repeating: false, count: entries.count)
         var newIndex: [PathKey: Int] = [:]
@@ -135,12 +136,27 @@ extension SyncJournal {
             changed: changed)
     }
 
+    /// Each entry's position by path.
+    func pathIndex() -> [PathKey: Int] {
+        var index: [PathKey: Int] = [:]
+        index.reserveCapacity(entries.count)
+        for position in entries.indices { index[PathKey(entries[position].path)] = position }
+        return index
+    }
+
     /// The journal after a successful partial run: the source as walked for it, the destination as walked except for
-    /// the changed paths and all their ancestors, which are read again (rsync wrote them, or their directories).
+    /// the changed paths and their parents, which are read again (rsync wrote them) once the clock has reached
+    /// `rereadAfter` (the end of the copy plus the racy window, so the next run can trust rsync's last writes; `nil`:
+    /// at once).
+    ///
+    /// The journal has one destination read time, that of the re-reads. A record from the walk before the copy
+    /// whose `ctime` is within `racyWindow` of that walk (`walkTime`) is left out instead: a change in the same clock
+    /// tick as its reading would be invisible, and the later read time would make it look settled. The next run then
+    /// hands that path to rsync.
     static func afterPartialRun(
-        plan: Plan, fingerprint: String, destination: String, destinationRoot: RootIdentity, sourceReadTime: Int64
+        plan: Plan, fingerprint: String, destination: String, destinationRoot: RootIdentity, sourceReadTime: Int64,
+        walkTime: Int64, racyWindow: Int64, rereadAfter: Int64? = nil
     ) -> SyncJournal {
-        let readTime = now()
         // PathKey: one hash call per path, not one per byte (this runs over every entry of the tree).
         var reread = Set<PathKey>([PathKey([])])
         for position in plan.current.indices where plan.changed[position] {
@@ -150,14 +166,30 @@ extension SyncJournal {
                 reread.insert(PathKey(Array(path[..<offset])))
             }
         }
+        let walkCut = walkTime - racyWindow
         var entries: [Entry] = []
         entries.reserveCapacity(plan.current.count)
+        var positions: [Int] = []
         for var entry in plan.current {
-            if reread.contains(PathKey(entry.path)) {
-                entry.destination = FileStat.lstat(root: destination, relative: entry.path)
+            let again = reread.contains(PathKey(entry.path))
+            if again {
+                positions.append(entries.count)
+            } else if let record = entry.destination, record.changeTime >= walkCut {
+                entry.destination = nil
             }
-            if entry.source != nil || entry.destination != nil { entries.append(entry) }
+            if again || entry.source != nil || entry.destination != nil { entries.append(entry) }
         }
+        if let rereadAfter {
+            let wait = rereadAfter - now()
+            if wait > 0 { usleep(UInt32(min(wait, 10_000_000_000) / 1000)) }
+        }
+        let readTime = now()
+        var gone = false
+        for position in positions {
+            entries[position].destination = FileStat.lstat(root: destination, relative: entries[position].path)
+            if entries[position].source == nil, entries[position].destination == nil { gone = true }
+        }
+        if gone { entries.removeAll { $0.source == nil && $0.destination == nil } }
         return SyncJournal(
             fingerprint: fingerprint, destinationRoot: destinationRoot, sourceReadTime: sourceReadTime,
             destinationReadTime: readTime, entries: entries)

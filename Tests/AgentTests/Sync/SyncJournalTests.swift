@@ -449,6 +449,54 @@ import Testing
         }
     }
 
+    @Test func aPartialRunsJournalRereadsWhatRsyncWroteAndLeavesOutRecordsRacyAtTheWalk() throws {
+        let temp = try TemporaryDirectory("journal-partial")
+        defer { temp.remove() }
+        try SyncFixture.write(temp.path, "changed", Array("new\n".utf8))
+        let walk = SyncJournal.now()
+        let old = walk - 10_000_000_000
+        func stat(_ ctime: Int64, kind: mode_t = S_IFREG) -> FileStat {
+            FileStat(
+                mode: kind | 0o644, userID: 0, groupID: 0, size: 10, modificationTime: ctime, changeTime: ctime,
+                inode: 1, linkCount: 1)
+        }
+        let root = SyncJournal.RootIdentity(device: 1, inode: 2, filesystemID: 3, mountFlags: 0)
+        let records: [(String, FileStat, FileStat)] = [
+            ("", stat(old, kind: S_IFDIR), stat(old, kind: S_IFDIR)),
+            ("calm", stat(old), stat(old)),
+            // Changed on the destination 10 ms before this run's walk, in a way the walk could not see.
+            ("hot", stat(old), stat(walk - 10_000_000)),
+            ("changed", stat(old), stat(old)),
+        ]
+        let journal = SyncJournal(
+            fingerprint: "f", destinationRoot: root, sourceReadTime: walk, destinationReadTime: walk,
+            entries: records.map { .init(path: Array($0.0.utf8), source: $0.1, destination: $0.2) })
+        let source = records.map {
+            SourceSize.SnapshotEntry(path: Array($0.0.utf8), stat: $0.0 == "changed" ? stat(old + 1) : $0.1)
+        }
+        let destination = records.map { SourceSize.SnapshotEntry(path: Array($0.0.utf8), stat: $0.2) }
+        let plan = journal.plan(
+            source: source, destination: destination, destinationRoot: root, delete: false, hasExcludes: false,
+            racyWindow: 0)
+        #expect(plan.changedPaths == [Array("changed".utf8)])
+        let settled = SyncJournal.now() + 20_000_000
+        let after = SyncJournal.afterPartialRun(
+            plan: plan, fingerprint: "f", destination: temp.path, destinationRoot: root, sourceReadTime: walk,
+            walkTime: walk, racyWindow: 50_000_000, rereadAfter: settled)
+        #expect(after.destinationReadTime >= settled)
+        let byName = Dictionary(
+            uniqueKeysWithValues: after.entries.map { (String(decoding: $0.path, as: UTF8.self), $0) })
+        #expect(byName["calm"]?.destination == stat(old))
+        #expect(byName["hot"] != nil && byName["hot"]?.destination == nil)
+        #expect(byName["changed"]?.destination?.size == 4)
+        #expect(byName[""]?.destination?.isDirectory == true)
+        // The next run hands the racy path to rsync again.
+        let next = after.plan(
+            source: source, destination: destination, destinationRoot: root, delete: false, hasExcludes: false,
+            racyWindow: 0)
+        #expect(next.changedPaths.contains(Array("hot".utf8)))
+    }
+
     @Test func journalFilesRoundTripRawNames() throws {
         let temp = try TemporaryDirectory("journal-file")
         defer { temp.remove() }
