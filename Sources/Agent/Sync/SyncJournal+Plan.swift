@@ -145,7 +145,7 @@ extension SyncJournal {
     }
 
     /// The journal after a successful partial run: the source as walked for it, the destination as walked except for
-    /// the changed paths and their parents, which are read again (rsync wrote them) once the clock has reached
+    /// the changed paths and all their ancestors, which are read again (rsync wrote them) once the clock has reached
     /// `rereadAfter` (the end of the copy plus the racy window, so the next run can trust rsync's last writes; `nil`:
     /// at once).
     ///
